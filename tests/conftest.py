@@ -1,0 +1,2 @@
+"""Shared fixtures: each area keeps its fixtures in its own module, gathered here."""
+from fixtures_build import *  # noqa: F401,F403

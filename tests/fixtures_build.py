@@ -1,0 +1,1 @@
+"""Fixtures for the builder (filled in with the build pipeline)."""
