@@ -4,6 +4,8 @@
 #   promtool            - Debian's prometheus package: `promtool check config`
 #   check-jsonschema    - ships the Compose specification's JSON schema (vendor.compose-spec)
 #   kubernetes-validate - ships the Kubernetes OpenAPI-derived JSON schemas, validates offline
+#   @kubernetes-models/prometheus-operator (npm) - the PodMonitor CRD schema, for
+#                         deploy/k8s/monitoring/validate.mjs; installed under .venv/ (git-ignored)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +20,10 @@ if ! .venv/bin/python -c 'import check_jsonschema, kubernetes_validate' >/dev/nu
   # -c constraints.txt keeps numpy<2 and protobuf<7 where the rest of the stack needs them.
   .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt \
     "check-jsonschema==0.39.*" "kubernetes-validate==1.37.*"
+fi
+
+NODE_TOOLS=.venv/node-tools
+if [ ! -f "$NODE_TOOLS/node_modules/@kubernetes-models/prometheus-operator/package.json" ]; then
+  npm install --silent --no-audit --no-fund --prefix "$NODE_TOOLS" \
+    @kubernetes-models/prometheus-operator@6.0.0
 fi
