@@ -1,0 +1,303 @@
+"""What the three CPU backends share: config reading, load-time checks, batched execution.
+
+Each backend's ``model.py`` is loaded by the Triton Python stub by file path; it imports this
+module through the installed ``serving`` package (the stub runs the venv's ``python3``).
+
+A backend describes its artifact as a list of :class:`TensorSpec` (name, Triton type, full
+shape with the batch dimension and -1 for a free one) and a ``run(dict) -> dict`` function;
+:func:`check_config` refuses a config that does not fit, with the wording of Triton's ONNX
+Runtime backend, and :class:`BatchedModel` turns the requests Triton hands ``execute()``
+into one framework call per group of compatible requests.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+# Triton config data types and the numpy dtype a tensor of that type travels as.
+NUMPY_OF_TYPE = {
+    "TYPE_BOOL": np.bool_,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_UINT16": np.uint16,
+    "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP64": np.float64,
+    "TYPE_STRING": np.object_,
+}
+
+
+class ConfigRefused(Exception):
+    """The model's config does not fit its artifact; the message is what the user sees."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as the artifact declares it.
+
+    >>> TensorSpec("input", "TYPE_FP32", (-1, 4))   # any batch, 4 features
+    ``shape`` is the full shape, batch dimension included; -1 marks a free dimension,
+    ``None`` an unknown rank (the check then skips the dims).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...] | None
+
+
+def shape_str(shape) -> str:
+    return "[" + ",".join(str(int(d)) for d in shape) + "]"
+
+
+@dataclass
+class ModelArgs:
+    """What ``initialize(args)`` gives a backend, parsed once."""
+
+    name: str
+    version: str
+    model_dir: str
+    config: dict
+
+    @classmethod
+    def parse(cls, args: dict) -> "ModelArgs":
+        return cls(
+            name=args["model_name"],
+            version=args["model_version"],
+            model_dir=args["model_repository"],
+            config=json.loads(args["model_config"]),
+        )
+
+    @property
+    def max_batch_size(self) -> int:
+        return int(self.config.get("max_batch_size", 0))
+
+    def artifact(self, default_name: str) -> str:
+        name = self.config.get("default_model_filename") or default_name
+        path = os.path.join(self.model_dir, str(self.version), name)
+        if not os.path.exists(path):
+            raise ConfigRefused(
+                f"unable to load model '{self.name}', unable to find '{path}' for model instance"
+            )
+        return path
+
+    def parameter(self, key: str, default: str | None = None) -> str | None:
+        params = self.config.get("parameters") or {}
+        value = params.get(key)
+        if value is None:
+            return default
+        return value.get("string_value", default)
+
+    def inputs(self) -> list[dict]:
+        return list(self.config.get("input", []))
+
+    def outputs(self) -> list[dict]:
+        return list(self.config.get("output", []))
+
+
+def _config_dims(io: dict) -> list[int]:
+    reshape = io.get("reshape")
+    if reshape is not None and "shape" in reshape:
+        return [int(d) for d in reshape["shape"]]
+    return [int(d) for d in io.get("dims", [])]
+
+
+def _compare_dims(model: str, tensor: str, model_shape, dims, max_batch_size: int, exact: bool):
+    """The rule of Triton's backend_common CompareDimsSupported, with its messages."""
+    model_shape = [int(d) for d in model_shape]
+    if max_batch_size > 0:
+        if not model_shape or model_shape[0] != -1:
+            raise ConfigRefused(
+                f"model '{model}', tensor '{tensor}': for the model to support batching the "
+                "shape should have at least 1 dimension and the first dimension must be -1; "
+                f"but shape expected by the model is {shape_str(model_shape)}"
+            )
+        full = [-1] + list(dims)
+        ok = len(model_shape) == len(full) and all(
+            m == f for i, (m, f) in enumerate(zip(model_shape, full))
+            if exact or (i != 0 and m != -1 and f != -1)
+        )
+        if not ok:
+            raise ConfigRefused(
+                f"model '{model}', tensor '{tensor}': the model expects {len(model_shape)} "
+                f"dimensions (shape {shape_str(model_shape)}) but the model configuration "
+                f"specifies {len(full)} dimensions (an initial batch dimension because "
+                "max_batch_size > 0 followed by the explicit tensor shape, making complete "
+                f"shape {shape_str(full)})"
+            )
+    else:
+        ok = len(model_shape) == len(dims) and all(
+            m == f for m, f in zip(model_shape, dims) if exact or (m != -1 and f != -1)
+        )
+        if not ok:
+            raise ConfigRefused(
+                f"model '{model}', tensor '{tensor}': the model expects {len(model_shape)} "
+                f"dimensions (shape {shape_str(model_shape)}) but the model configuration "
+                f"specifies {len(dims)} dimensions (shape {shape_str(dims)})"
+            )
+
+
+def check_config(
+    args: ModelArgs,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    *,
+    exact_output_dims: bool = True,
+) -> None:
+    """Refuse a config that does not fit the artifact, as Triton's ONNX Runtime backend does.
+
+    Order and wording follow onnxruntime_backend's ValidateInputs/ValidateOutputs: input
+    count, then per input name, dtype, dims; then per output name, dtype, dims.
+    """
+    model = args.name
+    mbs = args.max_batch_size
+    cfg_inputs = args.inputs()
+    expected = sum(1 for io in cfg_inputs if not io.get("optional", False))
+    if len(inputs) != expected:
+        raise ConfigRefused(
+            f"unable to load model '{model}', configuration expects {expected} inputs, "
+            f"model provides {len(inputs)}"
+        )
+    by_name = {t.name: t for t in inputs}
+    allowed = ", ".join(sorted(by_name))
+    for io in cfg_inputs:
+        name, dtype = io["name"], io.get("data_type", "TYPE_INVALID")
+        if io.get("optional", False) and mbs != 0:
+            raise ConfigRefused(
+                f"unable to load model '{model}', optional input '{name}' is not supported "
+                "for models that support batching"
+            )
+        spec = by_name.get(name)
+        if spec is None:
+            raise ConfigRefused(f"unexpected inference input '{name}', allowed inputs are: {allowed}")
+        if dtype not in NUMPY_OF_TYPE:
+            raise ConfigRefused(f"unsupported datatype {dtype} for input '{name}' for model '{model}'")
+        if dtype != spec.dtype:
+            raise ConfigRefused(
+                f"unable to load model '{model}', configuration expects datatype {dtype} for "
+                f"input '{name}', model provides {spec.dtype}"
+            )
+        if spec.shape is not None and len(spec.shape) > 0:
+            _compare_dims(model, name, spec.shape, _config_dims(io), mbs, exact=False)
+
+    out_by_name = {t.name: t for t in outputs}
+    allowed_out = ", ".join(sorted(out_by_name))
+    for io in args.outputs():
+        name, dtype = io["name"], io.get("data_type", "TYPE_INVALID")
+        spec = out_by_name.get(name)
+        if spec is None:
+            raise ConfigRefused(
+                f"unexpected inference output '{name}', allowed outputs are: {allowed_out}"
+            )
+        if dtype not in NUMPY_OF_TYPE:
+            raise ConfigRefused(f"unsupported datatype {dtype} for output '{name}' for model '{model}'")
+        if dtype != spec.dtype:
+            raise ConfigRefused(
+                f"unable to load model '{model}', configuration expects datatype {dtype} for "
+                f"output '{name}', model provides {spec.dtype}"
+            )
+        if spec.shape is not None and len(spec.shape) > 0:
+            _compare_dims(model, name, spec.shape, _config_dims(io), mbs, exact=exact_output_dims)
+
+
+def to_bytes_objects(array: np.ndarray) -> np.ndarray:
+    """A string tensor as Triton sends it: np.object_ of bytes."""
+    flat = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1)]
+    out = np.empty(len(flat), dtype=np.object_)
+    out[:] = flat
+    return out.reshape(array.shape)
+
+
+class BatchedModel:
+    """Serve Triton's requests with one framework call per batch of compatible requests.
+
+    ``run`` takes ``{input name: numpy array}`` (strings as np.object_ of bytes, batch first
+    when max_batch_size > 0) and returns ``{output name: numpy array}``.
+    """
+
+    def __init__(self, args: ModelArgs, run):
+        import triton_python_backend_utils as pb_utils
+
+        self._pb = pb_utils
+        self.args = args
+        self.run = run
+        self.input_names = [io["name"] for io in args.inputs()]
+        self.output_types = {io["name"]: io["data_type"] for io in args.outputs()}
+        self.output_dims = {io["name"]: _config_dims(io) for io in args.outputs()}
+        self.batching = args.max_batch_size > 0
+
+    def _read(self, request) -> dict[str, np.ndarray]:
+        arrays = {}
+        for name in self.input_names:
+            tensor = self._pb.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                arrays[name] = tensor.as_numpy()
+        return arrays
+
+    def _response(self, request, outputs: dict[str, np.ndarray]):
+        wanted = set(getattr(request, "requested_output_names", lambda: [])() or [])
+        tensors = []
+        for name, dtype in self.output_types.items():
+            if wanted and name not in wanted:
+                continue
+            value = outputs[name]
+            if dtype == "TYPE_STRING":
+                value = to_bytes_objects(np.asarray(value))
+            else:
+                value = np.ascontiguousarray(value, dtype=NUMPY_OF_TYPE[dtype])
+            tensors.append(self._pb.Tensor(name, value))
+        return self._pb.InferenceResponse(output_tensors=tensors)
+
+    def _error(self, message: str):
+        return self._pb.InferenceResponse(
+            output_tensors=[], error=self._pb.TritonError(f"model '{self.args.name}': {message}")
+        )
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, dict]]] = {}
+        for i, request in enumerate(requests):
+            try:
+                arrays = self._read(request)
+            except Exception as exc:  # a malformed request fails alone
+                responses[i] = self._error(str(exc))
+                continue
+            if not self.batching:
+                groups[("single", i)] = [(i, arrays)]
+                continue
+            # Requests can be concatenated when every input agrees beyond the batch dim.
+            key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(arrays.items()))
+            groups.setdefault(key, []).append((i, arrays))
+
+        for members in groups.values():
+            try:
+                if len(members) == 1:
+                    i, arrays = members[0]
+                    responses[i] = self._response(requests[i], self.run(arrays))
+                    continue
+                sizes = [next(iter(arrays.values())).shape[0] for _, arrays in members]
+                batch = {
+                    name: np.concatenate([arrays[name] for _, arrays in members], axis=0)
+                    for name in members[0][1]
+                }
+                out = self.run(batch)
+                offsets = np.cumsum([0] + sizes)
+                for (i, _), start, stop in zip(members, offsets[:-1], offsets[1:]):
+                    part = {name: value[start:stop] for name, value in out.items()}
+                    responses[i] = self._response(requests[i], part)
+            except Exception as exc:
+                for i, _ in members:
+                    responses[i] = self._error(f"{type(exc).__name__}: {exc}")
+        return responses
+
+
+def refuse(exc: Exception) -> Exception:
+    """An exception for initialize() whose text is the refusal, nothing else."""
+    return exc if isinstance(exc, ConfigRefused) else ConfigRefused(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,63 @@
+"""Triton Python-based backend for platform ``onnxruntime_onnx`` (CPU, ONNX Runtime).
+
+Serves ``<model>/<version>/model.onnx`` (or ``default_model_filename``) with the config checks
+of Triton's C++ ONNX Runtime backend and its thread parameters ``intra_op_thread_count`` and
+``inter_op_thread_count``.
+"""
+import numpy as np
+
+from serving.backends.common import BatchedModel, ModelArgs, TensorSpec, check_config, refuse
+
+# ONNX Runtime type strings -> Triton config types.
+_ORT_TYPES = {
+    "tensor(bool)": "TYPE_BOOL", "tensor(uint8)": "TYPE_UINT8", "tensor(uint16)": "TYPE_UINT16",
+    "tensor(uint32)": "TYPE_UINT32", "tensor(uint64)": "TYPE_UINT64", "tensor(int8)": "TYPE_INT8",
+    "tensor(int16)": "TYPE_INT16", "tensor(int32)": "TYPE_INT32", "tensor(int64)": "TYPE_INT64",
+    "tensor(float16)": "TYPE_FP16", "tensor(float)": "TYPE_FP32", "tensor(double)": "TYPE_FP64",
+    "tensor(string)": "TYPE_STRING",
+}
+
+
+def _spec(node) -> TensorSpec:
+    shape = node.shape
+    dims = None if shape is None else tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+    return TensorSpec(node.name, _ORT_TYPES.get(node.type, node.type), dims)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import onnxruntime as ort
+
+        try:
+            margs = ModelArgs.parse(args)
+            options = ort.SessionOptions()
+            intra = margs.parameter("intra_op_thread_count")
+            inter = margs.parameter("inter_op_thread_count")
+            if intra is not None:
+                options.intra_op_num_threads = int(intra)
+            if inter is not None:
+                options.inter_op_num_threads = int(inter)
+            self.session = ort.InferenceSession(
+                margs.artifact("model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            inputs = [_spec(n) for n in self.session.get_inputs()]
+            outputs = [_spec(n) for n in self.session.get_outputs()]
+            check_config(margs, inputs, outputs)
+        except Exception as exc:
+            raise refuse(exc) from None
+        self.string_inputs = {t.name for t in inputs if t.dtype == "TYPE_STRING"}
+        self.output_names = [io["name"] for io in margs.outputs()]
+        self.model = BatchedModel(margs, self._run)
+
+    def _run(self, arrays):
+        feed = {}
+        for name, value in arrays.items():
+            if name in self.string_inputs:
+                # ONNX Runtime takes str, Triton sends bytes.
+                value = np.char.decode(value.astype(np.bytes_), "utf-8")
+            feed[name] = value
+        values = self.session.run(self.output_names, feed)
+        return dict(zip(self.output_names, values))
+
+    def execute(self, requests):
+        return self.model.execute(requests)
