@@ -1,0 +1,111 @@
+"""TensorFlow/Keras: ``.keras`` archives, HDF5 ``.h5`` files and SavedModel folders."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import registry
+from ..errors import BuildError
+from ..probe import FileProbe, one_line
+from ..sidecar import Sidecar
+from ..spec import Signature
+from .base import AdapterBase, by_position
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+class KerasAdapter(AdapterBase):
+    framework = "keras"
+    formats = ("onnx", "savedmodel")
+    neural = True
+
+    def detect(self, probe: FileProbe) -> bool:
+        if probe.path.is_dir():
+            return (probe.path / "saved_model.pb").is_file()
+        if probe.head.startswith(HDF5_MAGIC):
+            return True
+        return probe.has_member("config.json") and probe.has_member("model.weights.h5")
+
+    def load(self, probe: FileProbe, sidecar: Sidecar) -> Any:
+        import keras
+        import tensorflow as tf
+
+        try:
+            if probe.path.is_dir():
+                loaded = tf.saved_model.load(str(probe.path))
+                if "serving_default" not in loaded.signatures:
+                    raise BuildError(f"{probe.path.name}: SavedModel has no 'serving_default' signature")
+                return SavedModelSource(probe.path, loaded)
+            model = keras.saving.load_model(probe.path, compile=False)
+        except BuildError:
+            raise
+        except Exception as exc:
+            raise BuildError(f"{probe.path.name}: Keras cannot load it ({one_line(exc)})") from None
+        # A loaded model that was never called cannot be exported ("The model provided has never called").
+        model([np.zeros((1,) + tuple(d or 1 for d in i.shape[1:]), i.dtype) for i in model.inputs] if len(model.inputs) > 1
+              else np.zeros((1,) + tuple(d or 1 for d in model.inputs[0].shape[1:]), model.inputs[0].dtype))
+        return model
+
+    def convert(self, model: Any, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
+        if isinstance(model, SavedModelSource):
+            return model.convert(sidecar, fmt, dest)
+        if fmt == "onnx":
+            # tf2onnx's from_keras breaks on Keras 3 Sequential models; Keras' own export works.
+            model.export(str(dest), format="onnx", verbose=False, opset_version=sidecar.opset)
+        else:
+            model.export(str(dest), format="tf_saved_model", verbose=False)
+        return None
+
+    def reference(self, model: Any, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
+        if isinstance(model, SavedModelSource):
+            return model.reference(inputs, signature)
+        by_name = {spec.name: inputs[spec.name] for spec in signature.inputs}
+        names = [i.name for i in model.inputs]
+        ordered = [by_name[n] for n in names] if set(names) == set(by_name) else list(by_name.values())
+        result = model(ordered if len(ordered) > 1 else ordered[0], training=False)
+        outputs = [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
+        return by_position(signature, outputs)
+
+
+class SavedModelSource:
+    """A SavedModel folder: its serving signature is both the source and the interface."""
+
+    def __init__(self, path: Path, loaded: Any) -> None:
+        self.path = path
+        self.loaded = loaded
+        self.function = loaded.signatures["serving_default"]
+
+    def convert(self, sidecar: Sidecar, fmt: str, dest: Path) -> None:
+        if fmt == "savedmodel":
+            shutil.copytree(self.path, dest)
+            return None
+        import tf2onnx
+
+        specs = list(self.function.structured_input_signature[1].values())
+        model_proto, _ = tf2onnx.convert.from_function(self.function, input_signature=specs, opset=sidecar.opset)
+        from ..formats.onnx import save_single_file
+
+        save_single_file(model_proto, dest)
+        return None
+
+    def reference(self, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        keys = list(self.function.structured_input_signature[1])
+        if set(keys) == set(inputs):
+            result = self.function(**{k: tf.constant(inputs[k]) for k in keys})
+        else:  # tf2onnx may append ':0' to names
+            result = self.function(**{k: tf.constant(inputs[s.name]) for k, s in zip(keys, signature.inputs)})
+        by_key = {k: v.numpy() for k, v in result.items()}
+        if set(by_key) == {s.name for s in signature.outputs}:
+            return by_key
+        return by_position(signature, [by_key[k] for k in self.function.structured_outputs])
+
+
+registry.register(KerasAdapter())

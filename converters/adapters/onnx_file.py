@@ -1,0 +1,46 @@
+"""ONNX files passed through: checked, made one self-contained file, their batch dimension detected."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import registry
+from ..errors import BuildError
+from ..formats import get as get_format
+from ..formats.onnx import save_single_file
+from ..probe import FileProbe, one_line
+from ..sidecar import Sidecar
+from ..spec import Signature
+from .base import AdapterBase
+
+
+class OnnxAdapter(AdapterBase):
+    framework = "onnx"
+    formats = ("onnx",)
+    neural = True
+
+    def detect(self, probe: FileProbe) -> bool:
+        return probe.path.is_file() and probe.suffix == ".onnx"
+
+    def load(self, probe: FileProbe, sidecar: Sidecar) -> Any:
+        import onnx
+
+        try:
+            model = onnx.load(str(probe.path))  # resolves external data beside the file
+            onnx.checker.check_model(model, full_check=False)
+        except Exception as exc:
+            raise BuildError(f"{probe.path.name}: not a valid ONNX model ({one_line(exc)})") from None
+        return {"proto": model, "path": probe.path}
+
+    def convert(self, model: Any, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
+        save_single_file(model["proto"], dest)
+        return None
+
+    def reference(self, model: Any, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
+        # The source framework of an ONNX file is ONNX Runtime on the file as given.
+        return get_format("onnx").runner(model["path"])(inputs)
+
+
+registry.register(OnnxAdapter())

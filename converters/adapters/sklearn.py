@@ -1,0 +1,125 @@
+"""scikit-learn estimators and Pipelines (``.joblib``/``.pkl``), converted with skl2onnx.
+
+A model fitted on a DataFrame gets one input per column, named after it, so that string columns
+stay strings (Triton ``TYPE_STRING``); one fitted on an array gets a single float input.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import registry
+from ..errors import BuildError
+from ..formats.onnx import save_single_file
+from ..probe import FileProbe, one_line
+from ..sidecar import Sidecar
+from ..spec import Signature
+from .base import AdapterBase
+
+STRING = np.dtype(object)
+
+
+class SklearnAdapter(AdapterBase):
+    framework = "sklearn"
+    formats = ("onnx",)
+    neural = False
+
+    def detect(self, probe: FileProbe) -> bool:
+        if not probe.is_plain_pickle:
+            return False
+        from sklearn.base import BaseEstimator
+
+        return isinstance(probe.unpickle(), BaseEstimator)
+
+    def load(self, probe: FileProbe, sidecar: Sidecar) -> Any:
+        model = probe.unpickle()
+        if not hasattr(model, "n_features_in_") and not hasattr(model, "feature_names_in_"):
+            raise BuildError(f"{probe.path.name}: the {type(model).__name__} is not fitted")
+        return model
+
+    def convert(self, model: Any, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+        columns = column_types(model)
+        if columns:
+            initial = [(name, StringTensorType([None, 1]) if dtype == STRING else FloatTensorType([None, 1]))
+                       for name, dtype in columns.items()]
+        else:
+            initial = [("input", FloatTensorType([None, int(model.n_features_in_)]))]
+        # ZipMap gives a list of dicts, which Triton cannot serve: ask for plain label/probability tensors.
+        options = {id(est): {"zipmap": False} for est in _estimators(model) if hasattr(est, "predict_proba")}
+        try:
+            proto = convert_sklearn(model, initial_types=initial, options=options, target_opset=sidecar.opset)
+        except Exception as exc:
+            raise BuildError(f"skl2onnx cannot convert this {type(model).__name__} ({one_line(exc)})") from None
+        save_single_file(proto, dest)
+        return None
+
+    def reference(self, model: Any, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
+        features = _frame(model, inputs)
+        names = [spec.name for spec in signature.outputs]
+        if hasattr(model, "predict_proba") and len(names) == 2:
+            return {names[0]: np.asarray(model.predict(features)), names[1]: np.asarray(model.predict_proba(features))}
+        method = model.predict if hasattr(model, "predict") else model.transform
+        result = np.asarray(method(features))
+        shape = signature.outputs[0].shape
+        return {names[0]: result.reshape((-1,) + tuple(d if d > 0 else 1 for d in shape[1:])) if len(shape) > 1 else result}
+
+    def sample_inputs(self, model: Any, signature: Signature, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        categories = _categories(model)
+        samples = {}
+        for spec in signature.inputs:
+            width = spec.shape[1] if len(spec.shape) > 1 and spec.shape[1] > 0 else 1
+            if spec.dtype == STRING:
+                known = categories.get(spec.name) or ["a", "b"]
+                samples[spec.name] = rng.choice(np.array(known, dtype=object), (rows, width))
+            else:
+                samples[spec.name] = rng.standard_normal((rows, width)).astype(spec.dtype)
+        return samples
+
+    def labels(self, model: Any) -> tuple[str, ...] | None:
+        classes = getattr(model, "classes_", None)
+        return tuple(str(c) for c in classes) if classes is not None else None
+
+
+def _estimators(model: Any):
+    yield model
+    for step in getattr(model, "steps", []):
+        yield from _estimators(step[1])
+
+
+def column_types(model: Any) -> dict[str, np.dtype]:
+    """Columns of the DataFrame a model was fitted on, strings where an encoder learned string categories."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return {}
+    strings = {name for name, values in _categories(model).items() if values and isinstance(values[0], str)}
+    return {str(name): STRING if name in strings else np.dtype(np.float32) for name in names}
+
+
+def _categories(model: Any) -> dict[str, list]:
+    """Categories learned per input column by encoders inside ColumnTransformers."""
+    found: dict[str, list] = {}
+    for est in _estimators(model):
+        for _, transformer, cols in getattr(est, "transformers_", []):
+            inner = transformer.steps[-1][1] if hasattr(transformer, "steps") else transformer
+            cats = getattr(inner, "categories_", None)
+            if cats is not None and isinstance(cols, (list, tuple, np.ndarray)) and all(isinstance(c, str) for c in cols):
+                for col, values in zip(cols, cats):
+                    found[col] = [v for v in values.tolist() if v is not None and v == v]
+    return found
+
+
+def _frame(model: Any, inputs: dict[str, np.ndarray]):
+    columns = column_types(model)
+    if not columns:
+        return next(iter(inputs.values()))
+    import pandas as pd
+
+    return pd.DataFrame({name: inputs[name][:, 0] for name in columns})
+
+
+registry.register(SklearnAdapter())

@@ -1,0 +1,204 @@
+"""PyTorch: ``torch.export`` programs (``.pt2``), TorchScript archives and whole pickled ``nn.Module``s.
+
+A ``.pt2`` carries its input shapes and which dimensions are dynamic; TorchScript archives and
+pickled modules do not, so their sidecar must give ``inputs``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import registry
+from ..errors import BuildError
+from ..formats.onnx import save_single_file
+from ..formats.torchscript import input_name, output_name
+from ..probe import FileProbe, one_line
+from ..sidecar import Sidecar
+from ..spec import DYNAMIC, Signature, TensorSpec
+from .base import AdapterBase, by_position
+
+# torch.export specialises a dimension whose example size is 1: trace with 2 rows.
+EXAMPLE_ROWS = 2
+
+
+@dataclass
+class TorchSource:
+    kind: str  # "exported", "scripted" or "module"
+    module: Any  # callable taking tensors in order
+    inputs: tuple[TensorSpec, ...]  # source names, -1 where dynamic
+    program: Any = None  # the ExportedProgram, for .pt2
+
+
+class TorchAdapter(AdapterBase):
+    framework = "pytorch"
+    formats = ("onnx", "torchscript")
+    neural = True
+
+    def detect(self, probe: FileProbe) -> bool:
+        if probe.path.is_dir():
+            return False
+        if probe.has_member("/archive_format") or probe.has_member("/constants.pkl"):
+            return True
+        return probe.is_torch_pickle
+
+    def load(self, probe: FileProbe, sidecar: Sidecar) -> TorchSource:
+        import torch
+
+        name = probe.path.name
+        if probe.has_member("/archive_format"):
+            try:
+                program = torch.export.load(str(probe.path))
+            except Exception as exc:
+                raise BuildError(f"{name}: torch.export cannot load it ({one_line(exc)})") from None
+            specs = _exported_inputs(program)
+            if sidecar.inputs:
+                specs = _with_overrides(name, specs, sidecar)
+            return TorchSource("exported", program.module(), specs, program)
+        if probe.has_member("/constants.pkl"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    module = torch.jit.load(str(probe.path), map_location="cpu").eval()
+            except Exception as exc:
+                raise BuildError(f"{name}: torch.jit cannot load it ({one_line(exc)})") from None
+            return TorchSource("scripted", module, _declared_inputs(name, sidecar, "TorchScript archive"))
+        module = probe.unpickle()
+        if not isinstance(module, torch.nn.Module):
+            raise BuildError(f"{name}: holds a {type(module).__name__}, not a torch.nn.Module (a state_dict alone has no architecture)")
+        return TorchSource("module", module.eval(), _declared_inputs(name, sidecar, "pickled nn.Module"))
+
+    def convert(self, model: TorchSource, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
+        import torch
+
+        example = tuple(torch.from_numpy(_example(spec)) for spec in model.inputs)
+        if fmt == "torchscript":
+            return self._to_torchscript(model, example, dest)
+        proto = self._to_onnx(model, example, sidecar.opset)
+        save_single_file(proto, dest)
+        return None
+
+    def _to_onnx(self, model: TorchSource, example: tuple, opset: int):
+        import torch
+
+        names = [spec.name for spec in model.inputs]
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        dynamic = {n: ({0: batch} if spec.batch_dynamic else {}) for n, spec in zip(names, model.inputs)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if model.kind == "exported":
+                    program = model.program
+                elif model.kind == "module":
+                    program = torch.export.export(model.module, example, dynamic_shapes=_positional(model.module, dynamic))
+                else:
+                    program = None
+                if program is not None:
+                    # One file: the dynamo exporter otherwise writes weights beside it and records that path.
+                    onnx_program = torch.onnx.export(program, example, dynamo=True, external_data=False,
+                                                     opset_version=max(opset, 18), verbose=False)
+                    return onnx_program.model_proto
+                return _legacy_export(model, example, names, opset)
+            except BuildError:
+                raise
+            except Exception as exc:
+                raise BuildError(f"torch.onnx.export failed ({one_line(exc)})") from None
+
+    def _to_torchscript(self, model: TorchSource, example: tuple, dest: Path) -> Signature:
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if model.kind == "scripted":
+                scripted = model.module
+            else:
+                scripted = torch.jit.trace(model.module, example, check_trace=False)
+            scripted.save(str(dest))
+            with torch.no_grad():
+                result = scripted(*example)
+        results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
+        batched = all(spec.batch_dynamic for spec in model.inputs)
+        inputs = tuple(TensorSpec(input_name(i), s.dtype, s.shape) for i, s in enumerate(model.inputs))
+        outputs = tuple(
+            TensorSpec(output_name(i), np.dtype(str(r.dtype).removeprefix("torch.")),
+                       ((DYNAMIC,) + tuple(r.shape[1:])) if batched else tuple(r.shape))
+            for i, r in enumerate(results)
+        )
+        return Signature(inputs, outputs)
+
+    def reference(self, model: TorchSource, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
+        import torch
+
+        ordered = [torch.from_numpy(np.ascontiguousarray(inputs[spec.name])) for spec in signature.inputs]
+        with torch.no_grad():
+            result = model.module(*ordered)
+        results = [result] if isinstance(result, torch.Tensor) else list(result)
+        return by_position(signature, [r.detach().numpy() for r in results])
+
+
+def _exported_inputs(program) -> tuple[TensorSpec, ...]:
+    from torch.export.graph_signature import InputKind
+
+    user = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    values = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    specs = []
+    for name in user:
+        value = values[name]
+        shape = tuple(int(d) if str(d).isdigit() else DYNAMIC for d in value.shape)
+        specs.append(TensorSpec(name, np.dtype(str(value.dtype).removeprefix("torch.")), shape))
+    return tuple(specs)
+
+
+def _declared_inputs(name: str, sidecar: Sidecar, what: str) -> tuple[TensorSpec, ...]:
+    if not sidecar.inputs:
+        raise BuildError(f"{name}: a {what} records no input shapes; give them in the sidecar, e.g. "
+                         "inputs: [{name: image, shape: [-1, 3, 224, 224], dtype: float32}]")
+    return tuple(TensorSpec(i.name, i.dtype, i.shape) for i in sidecar.inputs)
+
+
+def _with_overrides(name: str, specs: tuple[TensorSpec, ...], sidecar: Sidecar) -> tuple[TensorSpec, ...]:
+    if len(sidecar.inputs) != len(specs):
+        raise BuildError(f"{name}: the sidecar gives {len(sidecar.inputs)} inputs, the program takes {len(specs)}")
+    return tuple(TensorSpec(o.name, o.dtype, o.shape) for o in sidecar.inputs)
+
+
+def _example(spec: TensorSpec) -> np.ndarray:
+    shape = tuple(EXAMPLE_ROWS if d == DYNAMIC else d for d in spec.shape)
+    rng = np.random.default_rng(0)
+    if spec.dtype.kind == "f":
+        return rng.standard_normal(shape).astype(spec.dtype)
+    return rng.integers(0, 2, shape).astype(spec.dtype)
+
+
+def _positional(module, dynamic: dict[str, dict]) -> dict | tuple:
+    """torch.export wants dynamic_shapes keyed by forward's own argument names."""
+    import inspect
+
+    params = [p for p in inspect.signature(module.forward).parameters if p != "self"]
+    return dict(zip(params, dynamic.values())) if len(params) == len(dynamic) else tuple(dynamic.values())
+
+
+def _legacy_export(model: TorchSource, example: tuple, names: list[str], opset: int):
+    """TorchScript archives cannot go through torch.export; the TorchScript-based exporter takes them."""
+    import io
+
+    import onnx
+    import torch
+
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        result = model.module(*example)
+    count = 1 if isinstance(result, torch.Tensor) else len(result)
+    outputs = [f"output_{i}" for i in range(count)]
+    axes = {n: {0: "batch"} for n, s in zip(names, model.inputs) if s.batch_dynamic}
+    if axes:
+        axes.update({o: {0: "batch"} for o in outputs})
+    torch.onnx.export(model.module, example, buffer, dynamo=False, input_names=names, output_names=outputs,
+                      dynamic_axes=axes, opset_version=opset)
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+registry.register(TorchAdapter())

@@ -1,0 +1,265 @@
+"""The build: discover -> load -> convert -> verify -> write -> configure -> validate -> report.
+
+``build_repository`` is the library entry point; ``build-repo`` is a thin CLI over it.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+
+from . import config as configs
+from . import formats, layout, registry, verify
+from .errors import BuildError
+from .probe import FileProbe, one_line
+from .sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar
+from .spec import BuildResult, Signature
+from .triton_release import DEFAULT_RELEASE, parse_release
+
+DEFAULT_MAX_BATCH_SIZE = 64
+TOOLS = ("tritonforge", "onnx", "onnxruntime", "skl2onnx", "onnxmltools", "tf2onnx", "tensorflow", "keras",
+         "torch", "scikit-learn", "xgboost")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    format: str | None = None  # default target format where the framework supports it; else ONNX
+    device: str = "auto"  # auto | cpu | gpu
+    allow_pickle: bool = False
+    triton_version: str = DEFAULT_RELEASE
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    warmup: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str
+    path: Path
+    sidecar: Path | None
+
+
+Progress = Callable[[int, int, str], None]
+
+
+def discover(src: Path) -> tuple[list[ModelSource], list[BuildResult]]:
+    """Every file or folder in ``src`` is one model, except sidecars and the files they point to."""
+    if not src.is_dir():
+        raise BuildError(f"{src}: the input folder does not exist" if not src.exists() else f"{src}: is a file, not a folder of models")
+    entries = sorted(p for p in src.iterdir() if not p.name.startswith(".") and p.name != FOLDER_SIDECAR)
+    sidecars = {p.stem: p for p in entries if p.is_file() and p.suffix in SIDECAR_SUFFIXES}
+    referenced = _referenced_files(src, list(sidecars.values()) + [src / FOLDER_SIDECAR])
+    candidates = [p for p in entries if p.suffix not in SIDECAR_SUFFIXES and p.resolve() not in referenced
+                  and not p.name.endswith(".onnx.data")]
+    by_name: dict[str, list[Path]] = {}
+    for path in candidates:
+        by_name.setdefault(layout.model_name(path), []).append(path)
+    sources, clashes = [], []
+    for name, paths in sorted(by_name.items()):
+        if len(paths) > 1:
+            files = " and ".join(p.name for p in paths)
+            for path in paths:
+                clashes.append(BuildResult(name, path.name, reason=f"name clash: {files} would both become model '{name}'; rename one"))
+            continue
+        own = sidecars.get(paths[0].name.split(".")[0]) or sidecars.get(paths[0].stem)
+        sources.append(ModelSource(name, paths[0], own))
+    orphans = set(sidecars.values()) - {s.sidecar for s in sources} - {p for p in sidecars.values() if any(c.path.name.split(".")[0] == p.stem for c in clashes)}
+    for path in sorted(orphans):
+        clashes.append(BuildResult(path.stem, path.name, reason=f"{path.name}: sidecar for a model that is not in the folder"))
+    return sources, clashes
+
+
+def _referenced_files(src: Path, sidecars: list[Path]) -> set[Path]:
+    """Sample and label files that sidecars name are data, not models."""
+    found = set()
+    for path in sidecars:
+        try:
+            raw = yaml.safe_load(path.read_text()) if path.is_file() else None
+        except yaml.YAMLError:
+            continue
+        blocks = [raw] if isinstance(raw, dict) else []
+        if isinstance(raw, dict):
+            blocks += [raw.get("defaults")] + list((raw.get("models") or {}).values() if isinstance(raw.get("models"), dict) else [])
+        for block in blocks:
+            if isinstance(block, dict):
+                for key in ("samples", "labels"):
+                    if isinstance(block.get(key), str):
+                        found.add((path.parent / block[key]).resolve())
+    return found
+
+
+def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(),
+                     progress: Progress | None = None) -> list[BuildResult]:
+    """Build every model in ``src`` into the Triton repository ``dst``; one result per model.
+
+    A model that fails leaves the repository as it was; the others are still built.
+    """
+    src, dst = Path(src), Path(dst)
+    release = parse_release(options.triton_version)
+    layout.check_output_folder(dst)
+    sources, results = discover(src)
+    sidecars = FolderSidecars(src)
+    manifest = layout.Manifest(dst)
+    existing = {p.name for p in dst.iterdir() if p.is_dir()} if dst.is_dir() else set()
+    for index, source in enumerate(sources, 1):
+        if progress:
+            progress(index, len(sources), source.name)
+        started = time.perf_counter()
+        try:
+            if source.name in existing and manifest.entry(source.name) is None:
+                raise BuildError(f"{dst / source.name} exists and was not built by tritonforge; refusing to touch it")
+            result = _build_model(source, sidecars, dst, manifest, options, release)
+        except BuildError as exc:
+            result = BuildResult(source.name, source.path.name, reason=str(exc))
+        except Exception as exc:  # a converter's own failure: still one line, still the next model
+            result = BuildResult(source.name, source.path.name, reason=f"{type(exc).__name__}: {one_line(exc)}")
+        if result.status == "FAILED" and result.framework == "?" and not result.reason.startswith(source.path.name):
+            result = replace(result, reason=f"{source.path.name}: {result.reason}")
+        results.append(replace(result, seconds=time.perf_counter() - started))
+    return sorted(results, key=lambda r: r.name)
+
+
+def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, manifest: layout.Manifest,
+                 options: BuildOptions, release) -> BuildResult:
+    sidecar = sidecars.for_model(source.name, source.sidecar)
+    probe = FileProbe(source.path, options.allow_pickle)
+    adapter = registry.detect(probe)
+    fmt_name = _target_format(adapter, sidecar, options, source)
+    fmt = formats.get(fmt_name)
+    release.refuse_unservable(fmt.platform)
+    kind = sidecar.device or options.device
+    kind = ("gpu" if adapter.neural else "cpu") if kind == "auto" else kind
+    settings_key = {"format": fmt_name, "kind": kind, "max_batch_size": options.max_batch_size,
+                    "warmup": options.warmup, "triton": release.name, "tritonforge": 1}
+    sidecar_files = [p for p in (source.sidecar, sidecars.folder / FOLDER_SIDECAR, sidecar.samples) if p and p.is_file()]
+    digest = layout.fingerprint([source.path] + sidecar_files, settings_key)
+    latest = manifest.latest(source.name)
+    done = layout.versions(repo / source.name)
+    if latest and latest.get("fingerprint") == digest and manifest.entry(source.name)["latest_version"] in done:
+        return _unchanged(source, manifest, adapter.framework, fmt_name)
+
+    model = adapter.load(probe, sidecar)
+    version = (done[-1] if done else 0) + 1
+    with layout.staging(repo, source.name) as staged:
+        version_dir = staged / str(version)
+        version_dir.mkdir()
+        artifact = version_dir / fmt.filename
+        declared = adapter.convert(model, sidecar, fmt_name, artifact)
+        signature = fmt.read_signature(artifact, declared)
+
+        rng = np.random.default_rng(0)
+        if sidecar.samples:
+            with np.load(sidecar.samples, allow_pickle=False) as data:
+                samples = verify.check_sample_inputs(dict(data), signature, sidecar.samples.name)
+        else:
+            samples = (adapter.sample_inputs(model, signature, sidecar.sample_rows, rng)
+                       or verify.sample_inputs(signature, sidecar.sample_rows, rng))
+        expected = adapter.reference(model, samples, signature)
+        actual = fmt.runner(artifact)(samples)
+        atol = sidecar.atol if sidecar.atol is not None else verify.DEFAULT_ATOL
+        rtol = sidecar.rtol if sidecar.rtol is not None else verify.DEFAULT_RTOL
+        errors = verify.compare(signature, expected, actual, atol, rtol)
+        if not all(e.ok for e in errors):
+            raise BuildError(f"{source.path.name}: {fmt_name} artifact does not match {adapter.framework}: "
+                             f"{verify.describe_mismatch(errors)}{adapter.mismatch_hint(model)}")
+        _save_samples(version_dir / layout.SAMPLES_FILE, samples, {k: expected[k] for k in (s.name for s in signature.outputs)}, atol, rtol)
+
+        labels = sidecar.labels or adapter.labels(model)
+        labels_output = _labels_output(source, signature, labels)
+        settings = configs.ServingSettings(
+            max_batch_size=sidecar.max_batch_size if sidecar.max_batch_size is not None else options.max_batch_size,
+            dynamic_batching=sidecar.dynamic_batching,
+            max_queue_delay_microseconds=sidecar.max_queue_delay_microseconds,
+            preferred_batch_size=sidecar.preferred_batch_size,
+            kind=kind,
+            instances=sidecar.instances,
+            labels_output=labels_output,
+            warmup=options.warmup,
+        )
+        model_config = configs.build_config(source.name, fmt.platform, signature, settings)
+        (staged / "config.pbtxt").write_text(configs.render(model_config))
+        if labels_output:
+            (staged / configs.LABELS_FILE).write_text("\n".join(labels) + "\n")
+        if model_config.model_warmup:
+            warm = staged / configs.WARMUP_DIR
+            warm.mkdir()
+            for index, spec in enumerate(signature.inputs):
+                (warm / configs.warmup_file(index)).write_bytes(configs.warmup_bytes(samples[spec.name][0]))
+        layout.install(repo, source.name, staged, version)
+
+    record = {
+        "fingerprint": digest,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "signature": signature.describe(),
+        "atol": atol,
+        "rtol": rtol,
+        "errors": {e.name: {"max_abs": e.max_abs, "max_rel": e.max_rel} for e in errors},
+        "tools": _tool_versions(),
+    }
+    common = {"framework": adapter.framework, "format": fmt_name, "platform": fmt.platform, "source": source.path.name,
+              "triton_version": release.name}
+    manifest.record(source.name, version, common, record)
+    manifest.save()
+    return BuildResult(source.name, source.path.name, adapter.framework, fmt_name, signature, version, "OK", errors=errors)
+
+
+def _target_format(adapter, sidecar: Sidecar, options: BuildOptions, source: ModelSource) -> str:
+    if sidecar.format:
+        if sidecar.format not in adapter.formats:
+            raise BuildError(f"{source.path.name}: format '{sidecar.format}' is not available for {adapter.framework} "
+                             f"models (available: {', '.join(adapter.formats)})")
+        return sidecar.format
+    return options.format if options.format in adapter.formats else adapter.formats[0]
+
+
+def _labels_output(source: ModelSource, signature: Signature, labels: tuple[str, ...] | None) -> str | None:
+    """The output whose last dimension has one entry per class name."""
+    if not labels:
+        return None
+    for spec in signature.outputs:
+        if spec.dtype.kind == "f" and spec.shape and spec.shape[-1] == len(labels):
+            return spec.name
+    raise BuildError(f"{source.path.name}: {len(labels)} labels given, but no output has {len(labels)} classes "
+                     f"({signature.describe()})")
+
+
+def _save_samples(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], atol: float, rtol: float) -> None:
+    def storable(value: np.ndarray) -> np.ndarray:
+        value = np.asarray(value)
+        if value.dtype == object:  # unicode arrays load back without pickle
+            return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[str])(value).astype(str)
+        return value
+
+    arrays = {f"input/{k}": storable(v) for k, v in inputs.items()}
+    arrays.update({f"output/{k}": storable(v) for k, v in outputs.items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, atol=np.float64(atol), rtol=np.float64(rtol), **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def _unchanged(source: ModelSource, manifest: layout.Manifest, framework: str, fmt: str) -> BuildResult:
+    entry = manifest.entry(source.name)
+    record = manifest.latest(source.name)
+    errors = tuple(
+        verify.OutputError(name, e["max_abs"], e["max_rel"], record["atol"], record["rtol"], True)
+        for name, e in record.get("errors", {}).items()
+    )
+    return BuildResult(source.name, source.path.name, framework, fmt, None, entry["latest_version"], "UNCHANGED",
+                       reason=record.get("signature", ""), errors=errors)
+
+
+def _tool_versions() -> dict[str, str]:
+    found = {}
+    for name in TOOLS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found

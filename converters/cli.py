@@ -1,0 +1,50 @@
+"""``build-repo MODELS REPO``: build a verified Triton model repository from a folder of models."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .build import DEFAULT_MAX_BATCH_SIZE, BuildOptions, build_repository
+from .errors import BuildError
+from .report import line, summary
+from .sidecar import DEVICES, FORMATS
+from .triton_release import DEFAULT_RELEASE
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="build-repo", description=__doc__.split(": ", 1)[1])
+    p.add_argument("models", type=Path, help="folder of models: one file or folder per model, optional <name>.yaml sidecars")
+    p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository"), help="output model repository")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="target format where the framework supports it (torchscript: PyTorch, savedmodel: TensorFlow); ONNX otherwise")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="instance kind: auto = GPU for neural networks, CPU for trees")
+    p.add_argument("--allow-pickle", action="store_true", help="load pickle-based files (.pkl, .joblib, torch.save); this runs their code")
+    p.add_argument("--triton-version", default=DEFAULT_RELEASE, help=f"NGC Triton release to build for (default {DEFAULT_RELEASE})")
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="for models with a dynamic batch dimension")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false", help="do not add model_warmup to configs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    options = BuildOptions(args.format, args.device, args.allow_pickle, args.triton_version, args.max_batch_size, args.warmup)
+
+    def progress(index: int, total: int, name: str) -> None:
+        print(f"[{index}/{total}] building {name} ...", file=sys.stderr, flush=True)
+
+    try:
+        results = build_repository(args.models, args.repository, options, progress)
+    except BuildError as exc:
+        print(f"build-repo: error: {exc}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(line(result))
+    print(summary(results))
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The repository on disk: staging folders, version numbers, atomic moves and the manifest."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import BuildError
+
+MANIFEST = "manifest.json"
+STAGING_PREFIX = ".staging-"
+SAMPLES_FILE = "samples.npz"
+_ILLEGAL = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def model_name(path: Path) -> str:
+    """A legal Triton model name from a file stem (or folder name)."""
+    stem = path.name if path.is_dir() else path.name.split(".")[0]
+    name = _ILLEGAL.sub("_", stem).strip(".") or "model"
+    return name if name[0].isalpha() or name[0] == "_" else f"m_{name}"
+
+
+def fingerprint(paths: list[Path], extra: dict[str, Any]) -> str:
+    """sha256 over the source file (or every file in a folder), the sidecar and the build settings."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for file in files:
+            digest.update(str(file.relative_to(root.parent)).encode())
+            with open(file, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    digest.update(json.dumps(extra, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def check_output_folder(repo: Path) -> None:
+    if repo.exists() and not repo.is_dir():
+        raise BuildError(f"{repo}: the output path is a file, not a folder")
+    if repo.is_dir() and any(repo.iterdir()) and not (repo / MANIFEST).is_file():
+        entries = [p for p in repo.iterdir() if not p.name.startswith(".") and p.name != "README.md"]
+        if entries and not all((p / "config.pbtxt").is_file() for p in entries if p.is_dir()):
+            raise BuildError(f"{repo}: is not empty and holds no {MANIFEST}; refusing to write into a folder that is not a model repository")
+
+
+def versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"))
+
+
+@contextmanager
+def staging(repo: Path, name: str) -> Iterator[Path]:
+    """A scratch folder inside the repository (same filesystem, so moving it in is one rename)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-", dir=repo))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def install(repo: Path, name: str, staged_model: Path, version: int) -> None:
+    """Move a staged model in: the whole folder for a new model, else the new version then the config.
+
+    Triton polling a repository sees either the old model or the complete new one.
+    """
+    target = repo / name
+    staged_version = staged_model / str(version)
+    if not target.exists():
+        os.rename(staged_model, target)
+        return
+    if (target / str(version)).exists():
+        raise BuildError(f"{name}: version {version} already exists; refusing to overwrite it")
+    for item in staged_model.iterdir():  # labels, warmup data: replaced whole, one rename each
+        if item.name in (str(version), "config.pbtxt"):
+            continue
+        old = target / item.name
+        if old.is_dir():
+            retired = target / f"{STAGING_PREFIX}{item.name}"
+            shutil.rmtree(retired, ignore_errors=True)
+            os.rename(old, retired)
+            os.rename(item, old)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(item, old)
+    os.rename(staged_version, target / str(version))
+    os.replace(staged_model / "config.pbtxt", target / "config.pbtxt")
+
+
+class Manifest:
+    """``manifest.json``: what each entry was built from and how well it verified."""
+
+    def __init__(self, repo: Path) -> None:
+        self.path = repo / MANIFEST
+        self.data: dict[str, Any] = {"tritonforge": "0.1.0", "models": {}}
+        if self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except json.JSONDecodeError as exc:
+                raise BuildError(f"{self.path}: is not valid JSON ({exc.msg} at line {exc.lineno}); fix or remove it") from None
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        return self.data["models"].get(name)
+
+    def latest(self, name: str) -> dict[str, Any] | None:
+        entry = self.entry(name)
+        if not entry:
+            return None
+        return entry["versions"].get(str(entry["latest_version"]))
+
+    def record(self, name: str, version: int, common: dict[str, Any], record: dict[str, Any]) -> None:
+        entry = self.data["models"].setdefault(name, {"versions": {}})
+        entry.update(common)
+        entry["latest_version"] = version
+        entry["versions"][str(version)] = record
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{MANIFEST}.tmp")
+        temporary.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, self.path)

@@ -1,0 +1,91 @@
+"""Look at a model file without trusting it: magic bytes, zip members, and unpickling only when allowed."""
+from __future__ import annotations
+
+import pickletools
+import zipfile
+from functools import cached_property
+from pathlib import Path
+
+from .errors import BuildError
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+class FileProbe:
+    """What a file or folder looks like from outside, for the adapters' ``detect``."""
+
+    def __init__(self, path: Path, allow_pickle: bool = False) -> None:
+        self.path = path
+        self.allow_pickle = allow_pickle
+
+    @cached_property
+    def head(self) -> bytes:
+        if self.path.is_dir():
+            return b""
+        with open(self.path, "rb") as f:
+            return f.read(64)
+
+    @cached_property
+    def zip_names(self) -> list[str]:
+        if self.path.is_dir() or not zipfile.is_zipfile(self.path):
+            return []
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return archive.namelist()
+        except zipfile.BadZipFile:
+            return []
+
+    def has_member(self, suffix: str) -> bool:
+        return any(name.endswith(suffix) for name in self.zip_names)
+
+    @property
+    def suffix(self) -> str:
+        return self.path.suffix.lower()
+
+    @cached_property
+    def is_plain_pickle(self) -> bool:
+        """A pickle stream (scikit-learn, joblib, XGBoost wrappers), told by its opcodes, not its name."""
+        if self.path.is_dir() or not self.head:
+            return False
+        if self.head[:1] == b"\x80" and len(self.head) > 1 and 2 <= self.head[1] <= 5:
+            return True
+        if self.suffix in PICKLE_SUFFIXES:
+            try:
+                with open(self.path, "rb") as f:
+                    next(pickletools.genops(f))
+                return True
+            except Exception:
+                return False
+        return False
+
+    @cached_property
+    def is_torch_pickle(self) -> bool:
+        """``torch.save`` of a whole module: a zip whose ``data.pkl`` is an arbitrary pickle."""
+        return self.has_member("/data.pkl") and not self.has_member("/constants.pkl")
+
+    def unpickle(self):
+        """Load a pickle-based file; only with --allow-pickle, since loading one runs its code."""
+        if not self.allow_pickle:
+            raise BuildError(
+                f"{self.path.name}: is a pickle-based file and loading it runs code from the file; "
+                "pass --allow-pickle if you trust it"
+            )
+        return self._unpickled
+
+    @cached_property
+    def _unpickled(self):
+        try:
+            if self.is_torch_pickle:
+                import torch
+
+                return torch.load(self.path, weights_only=False, map_location="cpu")
+            import joblib
+
+            return joblib.load(self.path)
+        except Exception as exc:  # a truncated or foreign pickle fails in many ways
+            raise BuildError(f"{self.path.name}: cannot be unpickled ({type(exc).__name__}: {one_line(exc)})") from None
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,222 @@
+"""The sidecar: what a model file cannot say about itself, read from ``<name>.yaml``.
+
+Every key is optional::
+
+    format: onnx                 # onnx (default) | torchscript (PyTorch) | savedmodel (TensorFlow)
+    device: auto                 # auto (GPU for neural networks, CPU for trees) | cpu | gpu
+    instances: 1                 # model instances per device
+    inputs:                      # names, shapes (-1 = dynamic batch) and dtypes where the file has none
+      - {name: image, shape: [-1, 3, 32, 32], dtype: float32}
+    labels: [cat, dog]           # class names, or a path to a file with one per line
+    max_batch_size: 64           # 0 disables batching
+    dynamic_batching: {max_queue_delay_microseconds: 100, preferred_batch_size: [8, 16]}
+    tolerance: {atol: 1.0e-4, rtol: 1.0e-3}
+    samples: rows.npz            # sample inputs, one array per input name; else generated
+    sample_rows: 8
+    opset: 17
+
+A folder may also hold ``tritonforge.yaml`` with ``defaults:`` for every model and ``models:``
+keyed by model name; a model's own sidecar wins over both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import BuildError
+
+FOLDER_SIDECAR = "tritonforge.yaml"
+SIDECAR_SUFFIXES = (".yaml", ".yml")
+FORMATS = ("onnx", "torchscript", "savedmodel")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class InputOverride:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    format: str | None = None
+    device: str | None = None
+    instances: int = 1
+    inputs: tuple[InputOverride, ...] | None = None
+    labels: tuple[str, ...] | None = None
+    max_batch_size: int | None = None
+    max_queue_delay_microseconds: int = 100
+    preferred_batch_size: tuple[int, ...] | None = None
+    dynamic_batching: bool = True
+    atol: float | None = None
+    rtol: float | None = None
+    samples: Path | None = None
+    sample_rows: int = 8
+    opset: int = 17
+    preprocess: dict | None = None
+    postprocess: dict | None = None
+    source: Path | None = field(default=None, compare=False)
+
+
+def _int(where: str, key: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BuildError(f"{where}: '{key}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(where: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise BuildError(f"{where}: '{key}' must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise BuildError(f"{where}: '{key}' must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _dtype(where: str, value: Any) -> np.dtype:
+    if value in ("string", "str", "bytes", "object"):
+        return np.dtype(object)
+    try:
+        return np.dtype(value)
+    except TypeError:
+        raise BuildError(f"{where}: input dtype {value!r} is not a numpy dtype name (float32, int64, string...)") from None
+
+
+def _inputs(where: str, value: Any) -> tuple[InputOverride, ...]:
+    if not isinstance(value, list) or not value:
+        raise BuildError(f"{where}: 'inputs' must be a list of {{name, shape, dtype}}")
+    parsed = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or "shape" not in item:
+            raise BuildError(f"{where}: inputs[{i}] needs at least a 'shape' (a list of integers, -1 for the batch)")
+        unknown = set(item) - {"name", "shape", "dtype"}
+        if unknown:
+            raise BuildError(f"{where}: inputs[{i}] has unknown key '{sorted(unknown)[0]}' (allowed: name, shape, dtype)")
+        shape = item["shape"]
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in shape):
+            raise BuildError(f"{where}: inputs[{i}].shape must be a list of positive integers or -1, got {shape!r}")
+        parsed.append(InputOverride(str(item.get("name", f"input_{i}")), tuple(shape), _dtype(where, item.get("dtype", "float32"))))
+    return tuple(parsed)
+
+
+def _labels(where: str, value: Any, base: Path) -> tuple[str, ...]:
+    if isinstance(value, str):
+        path = base / value
+        if not path.is_file():
+            raise BuildError(f"{where}: labels file '{value}' does not exist")
+        return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not isinstance(value, list) or not value:
+        raise BuildError(f"{where}: 'labels' must be a list of class names or a file path")
+    return tuple(str(v) for v in value)
+
+
+def parse(raw: Any, where: str, base: Path) -> dict[str, Any]:
+    """Validate one sidecar mapping; returns the Sidecar fields it sets."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BuildError(f"{where}: must be a mapping of settings, got {type(raw).__name__}")
+    parsers = {
+        "format": lambda v: {"format": _choice(where, "format", v, FORMATS)},
+        "device": lambda v: {"device": _choice(where, "device", v, DEVICES)},
+        "instances": lambda v: {"instances": _int(where, "instances", v, 1)},
+        "inputs": lambda v: {"inputs": _inputs(where, v)},
+        "labels": lambda v: {"labels": _labels(where, v, base)},
+        "max_batch_size": lambda v: {"max_batch_size": _int(where, "max_batch_size", v)},
+        "dynamic_batching": lambda v: _dynamic_batching(where, v),
+        "tolerance": lambda v: _tolerance(where, v),
+        "samples": lambda v: {"samples": _samples(where, v, base)},
+        "sample_rows": lambda v: {"sample_rows": _int(where, "sample_rows", v, 1)},
+        "opset": lambda v: {"opset": _int(where, "opset", v, 7)},
+        "preprocess": lambda v: {"preprocess": _mapping(where, "preprocess", v)},
+        "postprocess": lambda v: {"postprocess": _mapping(where, "postprocess", v)},
+    }
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in parsers:
+            raise BuildError(f"{where}: unknown key '{key}' (allowed: {', '.join(parsers)})")
+        values.update(parsers[key](value))
+    return values
+
+
+def _mapping(where: str, key: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise BuildError(f"{where}: '{key}' must be a mapping")
+    return value
+
+
+def _samples(where: str, value: Any, base: Path) -> Path:
+    path = base / str(value)
+    if not path.is_file():
+        raise BuildError(f"{where}: samples file '{value}' does not exist")
+    return path
+
+
+def _dynamic_batching(where: str, value: Any) -> dict[str, Any]:
+    if value is False:
+        return {"dynamic_batching": False}
+    if not isinstance(value, dict):
+        raise BuildError(f"{where}: 'dynamic_batching' must be false or a mapping")
+    out: dict[str, Any] = {"dynamic_batching": True}
+    for key, item in value.items():
+        if key == "max_queue_delay_microseconds":
+            out[key] = _int(where, f"dynamic_batching.{key}", item)
+        elif key == "preferred_batch_size":
+            if not isinstance(item, list) or not item:
+                raise BuildError(f"{where}: 'dynamic_batching.preferred_batch_size' must be a list of integers")
+            out[key] = tuple(_int(where, f"dynamic_batching.{key}", size, 1) for size in item)
+        else:
+            raise BuildError(f"{where}: unknown key 'dynamic_batching.{key}' (allowed: max_queue_delay_microseconds, preferred_batch_size)")
+    return out
+
+
+def _tolerance(where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not set(value) <= {"atol", "rtol"}:
+        raise BuildError(f"{where}: 'tolerance' must be a mapping with atol and/or rtol")
+    return {key: _float(where, f"tolerance.{key}", item) for key, item in value.items()}
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise BuildError(f"{path.name}: is not valid YAML{at} ({getattr(exc, 'problem', None) or 'syntax error'})") from None
+
+
+class FolderSidecars:
+    """The sidecars of one input folder: the folder-wide file and each model's own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.defaults: dict[str, Any] = {}
+        self.per_model: dict[str, dict[str, Any]] = {}
+        path = folder / FOLDER_SIDECAR
+        if path.is_file():
+            raw = _read_yaml(path) or {}
+            if not isinstance(raw, dict) or not set(raw) <= {"defaults", "models"}:
+                raise BuildError(f"{FOLDER_SIDECAR}: must be a mapping with 'defaults' and/or 'models'")
+            self.defaults = parse(raw.get("defaults"), f"{FOLDER_SIDECAR} defaults", folder)
+            models = raw.get("models") or {}
+            if not isinstance(models, dict):
+                raise BuildError(f"{FOLDER_SIDECAR}: 'models' must map model names to settings")
+            self.per_model = {name: parse(v, f"{FOLDER_SIDECAR} models.{name}", folder) for name, v in models.items()}
+
+    def for_model(self, name: str, own: Path | None) -> Sidecar:
+        values = dict(self.defaults)
+        values.update(self.per_model.get(name, {}))
+        if own is not None:
+            values.update(parse(_read_yaml(own), own.name, own.parent))
+        return replace(Sidecar(), source=own, **values)
+
+
+SIDECAR_FIELDS = tuple(f.name for f in fields(Sidecar))

@@ -1,0 +1,89 @@
+"""Compare the converted artifact's answers with the source framework's, output by output."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import BuildError
+from .spec import DYNAMIC, OutputError, Signature, TensorSpec
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-3
+
+
+def sample_inputs(signature: Signature, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Generic rows that fit each input: floats in [0, 1), small integers, short strings."""
+    samples = {}
+    for spec in signature.inputs:
+        shape = tuple(rows if i == 0 and d == DYNAMIC else (4 if d == DYNAMIC else d) for i, d in enumerate(spec.shape))
+        if spec.dtype == np.dtype(object):
+            samples[spec.name] = rng.choice(np.array(["a", "b", "c"], dtype=object), shape)
+        elif spec.dtype.kind == "f":
+            samples[spec.name] = rng.random(shape).astype(spec.dtype)
+        elif spec.dtype.kind == "b":
+            samples[spec.name] = rng.random(shape) < 0.5
+        else:
+            samples[spec.name] = rng.integers(0, 10, shape).astype(spec.dtype)
+    return samples
+
+
+def check_sample_inputs(samples: dict[str, np.ndarray], signature: Signature, origin: str) -> dict[str, np.ndarray]:
+    """Sidecar-given samples must name every input and fit its shape; cast to its dtype."""
+    checked = {}
+    for spec in signature.inputs:
+        if spec.name not in samples:
+            raise BuildError(f"{origin}: has no array for input '{spec.name}' (it has: {', '.join(samples) or 'none'})")
+        value = np.asarray(samples[spec.name])
+        if not _fits(value.shape, spec):
+            raise BuildError(f"{origin}: input '{spec.name}' has shape {list(value.shape)}, the model takes {list(spec.shape)}")
+        checked[spec.name] = value.astype(object) if spec.dtype == np.dtype(object) else value.astype(spec.dtype)
+    return checked
+
+
+def _fits(shape: tuple[int, ...], spec: TensorSpec) -> bool:
+    return len(shape) == len(spec.shape) and all(d == DYNAMIC or d == s for d, s in zip(spec.shape, shape))
+
+
+def compare(signature: Signature, expected: dict[str, np.ndarray], actual: dict[str, np.ndarray],
+            atol: float, rtol: float) -> tuple[OutputError, ...]:
+    errors = []
+    for spec in signature.outputs:
+        if spec.name not in actual or spec.name not in expected:
+            raise BuildError(f"output '{spec.name}' missing from the {'artifact' if spec.name not in actual else 'source'} answer")
+        errors.append(compare_one(spec.name, expected[spec.name], actual[spec.name], atol, rtol))
+    return tuple(errors)
+
+
+def compare_one(name: str, expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> OutputError:
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.shape != actual.shape:
+        if expected.size != actual.size:
+            raise BuildError(f"output '{name}' has shape {list(actual.shape)}, the source gave {list(expected.shape)}")
+        expected = expected.reshape(actual.shape)
+    if expected.dtype.kind in "fc" or actual.dtype.kind in "fc":
+        exp, act = expected.astype(np.float64), actual.astype(np.float64)
+        both_nan = np.isnan(exp) & np.isnan(act)
+        diff = np.where(both_nan, 0.0, np.abs(exp - act))
+        diff = np.nan_to_num(diff, nan=np.inf)
+        rel = diff / np.maximum(np.abs(exp), np.finfo(np.float32).tiny)
+        ok = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(exp))))
+        return OutputError(name, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), atol, rtol, ok)
+    same = _as_text(expected) == _as_text(actual)
+    mismatched = float(np.count_nonzero(~same))
+    return OutputError(name, mismatched, mismatched / max(same.size, 1), 0.0, 0.0, mismatched == 0)
+
+
+def _as_text(values: np.ndarray) -> np.ndarray:
+    if values.dtype == object or values.dtype.kind in "US":
+        return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[object])(values)
+    return values.astype(np.int64) if values.dtype.kind in "iub" else values
+
+
+def describe_mismatch(errors: tuple[OutputError, ...]) -> str:
+    bad = [e for e in errors if not e.ok]
+    parts = []
+    for e in bad:
+        if e.atol == 0 and e.rtol == 0:
+            parts.append(f"output '{e.name}' differs from the source in {int(e.max_abs)} values")
+        else:
+            parts.append(f"output '{e.name}' differs from the source by {e.max_abs:.3g} (max abs; allowed atol {e.atol:g} + rtol {e.rtol:g})")
+    return "; ".join(parts)
