@@ -1,1 +1,37 @@
-"""Fixtures for the builder (filled in with the build pipeline)."""
+"""Builder fixtures: the example models trained once, and built once, per test session."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from converters.build import BuildOptions, build_repository  # noqa: E402
+from train_models import train_examples  # noqa: E402
+
+EXAMPLE_MODELS = ("churn_pipeline", "digits_cnn", "house_price_xgb", "iris_xgb", "price_two_inputs", "torch_cnn")
+
+
+@pytest.fixture(scope="session")
+def example_models(tmp_path_factory) -> Path:
+    """The README's example models, trained once (read-only for tests: copy before changing)."""
+    return train_examples(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def built_examples(example_models, tmp_path_factory):
+    """The examples built to ONNX: (repository path, results by model name)."""
+    repo = tmp_path_factory.mktemp("built") / "model_repository"
+    results = build_repository(example_models, repo, BuildOptions(allow_pickle=True))
+    return repo, {r.name: r for r in results}
+
+
+@pytest.fixture(scope="session")
+def built_examples_repo(built_examples) -> Path:
+    """Path of the examples' ONNX repository (shared: do not modify; copy it first)."""
+    return built_examples[0]
