@@ -188,3 +188,12 @@ def test_locust_runs_the_mounted_loadtests_locustfile(compose, service):
                   if Path(locustfile).is_relative_to(target)]
     assert host_paths == [ROOT / "loadtests/locustfile.py"]
     assert "--master" in command or command[command.index("--master-host") + 1] == "locust-master"
+
+
+def test_triton_gets_longer_to_stop_than_a_poll_period_plus_its_drain_timeout(compose):
+    triton = compose["services"]["triton"]
+    args = dict(a.split("=", 1) for a in triton["command"] if "=" in a)
+    grace = re.fullmatch(r"(\d+)s", triton["stop_grace_period"])
+    assert args["--model-control-mode"] == "poll"
+    needed = int(args["--repository-poll-secs"]) + int(args["--exit-timeout-secs"])
+    assert int(grace[1]) > needed

@@ -168,11 +168,20 @@ def test_kubernetes_and_compose_run_triton_with_the_same_flags(container):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
     def flags(args):
-        # Where the repository is and how often it is polled differ; so does how the secret is
-        # filled in: ${TRITON_ADMIN_KEY:?...} in Compose, $(TRITON_ADMIN_KEY) on Kubernetes.
+        # Where the repository is and whether it is polled differ (replicas load once and roll
+        # out new versions); so does how the secret is filled in: ${TRITON_ADMIN_KEY:?...} in
+        # Compose, $(TRITON_ADMIN_KEY) on Kubernetes.
         return {re.sub(r"\$[{(]TRITON_ADMIN_KEY[^})]*[})]", "<admin key>", a) for a in args
-                if a.startswith("--")
-                and not a.startswith(("--model-repository=", "--repository-poll-secs="))}
+                if a.startswith("--") and not a.startswith(
+                    ("--model-repository=", "--model-control-mode=", "--repository-poll-secs="))}
 
     assert flags(container["args"]) == flags(compose["services"]["triton"]["command"])
     assert container["image"] == compose["services"]["triton"]["image"]
+
+
+def test_pods_get_longer_to_stop_than_triton_takes_to_drain(deployment, container):
+    # A polling server holds SIGTERM for up to a poll period before draining: none here.
+    args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+    assert args["--model-control-mode"] == "none"
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > int(args["--exit-timeout-secs"])
