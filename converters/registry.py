@@ -40,6 +40,10 @@ class Adapter(Protocol):
 
 
 _ADAPTERS: dict[str, Adapter] = {}
+# Only to word the refusal of a file no adapter recognised; detection itself reads the bytes.
+SUFFIX_FRAMEWORKS = {".keras": "Keras", ".h5": "Keras", ".pt2": "torch.export", ".pt": "PyTorch", ".pth": "PyTorch",
+                     ".onnx": "ONNX", ".json": "XGBoost JSON", ".ubj": "XGBoost UBJSON", ".pkl": "pickle",
+                     ".joblib": "joblib"}
 
 
 def register(adapter: Adapter) -> Adapter:
@@ -64,6 +68,9 @@ def detect(probe: FileProbe) -> Adapter:
         if adapter.detect(probe):
             return adapter
     kind = "folder" if probe.path.is_dir() else "file"
+    expected = SUFFIX_FRAMEWORKS.get(probe.suffix)
+    if expected and not probe.path.is_dir():
+        raise BuildError(f"{probe.path.name}: named like a {expected} file but not readable as one (truncated or corrupt?)")
     raise BuildError(
         f"{probe.path.name}: not a model this tool recognises ({kind} matched none of the "
         f"{len(_ADAPTERS)} registered adapters: {', '.join(_ADAPTERS)})"

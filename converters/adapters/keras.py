@@ -85,10 +85,19 @@ class SavedModelSource:
         if fmt == "savedmodel":
             shutil.copytree(self.path, dest)
             return None
+        import tensorflow as tf
         import tf2onnx
 
-        specs = list(self.function.structured_input_signature[1].values())
-        model_proto, _ = tf2onnx.convert.from_function(self.function, input_signature=specs, opset=sidecar.opset)
+        keys = list(self.function.structured_input_signature[1])
+        specs = [tf.TensorSpec(s.shape, s.dtype, name=k) for k, s in self.function.structured_input_signature[1].items()]
+        signature_function = self.function
+
+        # tf2onnx takes a tf.function with positional inputs; the serving signature takes keywords.
+        @tf.function(input_signature=specs)
+        def serve(*args):
+            return signature_function(**dict(zip(keys, args)))
+
+        model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=sidecar.opset)
         from ..formats.onnx import save_single_file
 
         save_single_file(model_proto, dest)

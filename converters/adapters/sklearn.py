@@ -5,6 +5,7 @@ stay strings (Triton ``TYPE_STRING``); one fitted on an array gets a single floa
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ class SklearnAdapter(AdapterBase):
         try:
             proto = convert_sklearn(model, initial_types=initial, options=options, target_opset=sidecar.opset)
         except Exception as exc:
+            unsupported = re.search(r"shape calculator for type '<class '[\w.]*?(\w+)'>'", str(exc))
+            if unsupported:
+                raise BuildError(f"unsupported estimator: skl2onnx has no converter for {unsupported.group(1)} "
+                                 f"(inside this {type(model).__name__})") from None
             raise BuildError(f"skl2onnx cannot convert this {type(model).__name__} ({one_line(exc)})") from None
         save_single_file(proto, dest)
         return None

@@ -1,0 +1,124 @@
+"""Each kind of input file the issue lists is detected from the file itself and builds to a verified entry."""
+from __future__ import annotations
+
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+
+from converters import config as configs
+from converters.build import BuildOptions, build_repository
+
+
+class TwoHeads:
+    """A torch module with two outputs (defined lazily so importing this file needs no torch)."""
+
+
+def make_inputs(folder):
+    import keras
+    import onnx
+    import torch
+    import xgboost as xgb
+    from onnx import TensorProto, helper
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(7)
+    x, y = rng.random((80, 5)).astype(np.float32), rng.integers(0, 3, 80)
+
+    # Keras SavedModel folder (model.export writes the serving_default signature)
+    seq = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])
+    seq(x[:2])
+    seq.export(str(folder / "keras_savedmodel"), format="tf_saved_model", verbose=False)
+
+    # TorchScript archive: shapes come from the sidecar
+    linear = torch.nn.Sequential(torch.nn.Linear(5, 2), torch.nn.Tanh()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(linear, torch.randn(2, 5)).save(str(folder / "scripted.pt"))
+    (folder / "scripted.yaml").write_text("inputs: [{name: features, shape: [-1, 5], dtype: float32}]\n")
+
+    # whole pickled nn.Module (torch.save), shapes from the sidecar
+    torch.save(linear, folder / "pickled_module.pth")
+    (folder / "pickled_module.yaml").write_text("inputs: [{name: features, shape: [-1, 5]}]\n")
+
+    # scikit-learn estimators on arrays
+    joblib.dump(RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(x, y), folder / "forest.pkl")
+    joblib.dump(Ridge().fit(x, x @ np.arange(5)), folder / "ridge.joblib")
+
+    # XGBoost: scikit-learn wrapper pickled, and saved as a booster JSON
+    clf = xgb.XGBClassifier(n_estimators=5, max_depth=2).fit(x, y)
+    joblib.dump(clf, folder / "xgb_wrapper.pkl")
+    clf.save_model(folder / "xgb_wrapper_saved.json")
+
+    # ONNX with a fixed first dimension: served without batching
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "fixed_batch.onnx")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built_inputs(tmp_path_factory):
+    folder = make_inputs(tmp_path_factory.mktemp("inputs"))
+    repo = tmp_path_factory.mktemp("repo") / "repo"
+    results = {r.name: r for r in build_repository(folder, repo, BuildOptions(allow_pickle=True))}
+    return repo, results
+
+
+@pytest.mark.parametrize("name, framework", [
+    ("keras_savedmodel", "keras"),
+    ("scripted", "pytorch"),
+    ("pickled_module", "pytorch"),
+    ("forest", "sklearn"),
+    ("ridge", "sklearn"),
+    ("xgb_wrapper", "xgboost"),
+    ("xgb_wrapper_saved", "xgboost"),
+    ("fixed_batch", "onnx"),
+])
+def test_input_is_detected_and_verified(built_inputs, name, framework):
+    _, results = built_inputs
+    assert results[name].status == "OK", results[name].reason
+    assert results[name].framework == framework
+    assert all(e.ok for e in results[name].errors)
+
+
+@pytest.mark.parametrize("name", ["scripted", "pickled_module", "keras_savedmodel", "forest", "xgb_wrapper"])
+def test_batched_inputs_get_a_batched_config(built_inputs, name):
+    repo, _ = built_inputs
+    assert configs.read(repo / name / "config.pbtxt").max_batch_size > 0
+
+
+def test_fixed_first_dimension_gets_max_batch_size_zero_and_full_dims(built_inputs):
+    repo, _ = built_inputs
+    config = configs.read(repo / "fixed_batch" / "config.pbtxt")
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert list(config.input[0].dims) == [4, 3] and list(config.output[0].dims) == [4, 3]
+
+
+def test_sklearn_classifier_labels_come_from_the_model(built_inputs):
+    repo, _ = built_inputs
+    assert (repo / "forest" / "labels.txt").read_text().split() == ["0", "1", "2"]
+
+
+@pytest.mark.slow
+def test_multi_target_xgboost_regressor_is_verified_not_trusted(tmp_path):
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    x = rng.random((100, 4)).astype(np.float32)
+    regressor = xgb.XGBRegressor(n_estimators=5, tree_method="hist", multi_strategy="multi_output_tree")
+    regressor.fit(x, np.stack([x[:, 0], x[:, 1] * 3], axis=1))
+    models = tmp_path / "models"
+    models.mkdir()
+    regressor.save_model(models / "two_targets.json")
+    [result] = build_repository(models, tmp_path / "repo")
+    if result.status == "OK":  # only if verification proved the numbers right
+        assert all(e.ok for e in result.errors) and result.signature.outputs[0].shape[-1] == 2
+    else:
+        assert result.reason.startswith("two_targets.json: ")
+        assert not (tmp_path / "repo" / "two_targets").exists()
