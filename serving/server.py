@@ -198,6 +198,7 @@ class Server:
     ready_timeout: float = 180.0
     recovery: bool = True
     log_verbose: int = 0
+    log_file: Path | None = None
     extra_args: tuple[str, ...] = ()
 
     process: subprocess.Popen | None = field(default=None, init=False)
@@ -298,6 +299,7 @@ class Server:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             [str(paths["libs"])] + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else [])
         )
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         return env
 
     def start(self) -> "Server":
@@ -312,7 +314,7 @@ class Server:
             self.http_port = self.http_port or free_port(self.address)
             self.grpc_port = self.grpc_port or free_port(self.address)
             self.metrics_port = self.metrics_port or free_port(self.address)
-            self.log_path = self.workdir / "tritonserver.log"
+            self.log_path = Path(self.log_file).resolve() if self.log_file else self.workdir / "tritonserver.log"
             self._log_file = open(self.log_path, "wb")
             self.process = subprocess.Popen(
                 self.command(),

@@ -103,9 +103,14 @@ class ModelArgs:
 
 
 def _config_dims(io: dict) -> list[int]:
+    # What the model sees: the reshape when there is one (an empty reshape is a scalar).
     reshape = io.get("reshape")
-    if reshape is not None and "shape" in reshape:
-        return [int(d) for d in reshape["shape"]]
+    if reshape is not None:
+        return [int(d) for d in reshape.get("shape", [])]
+    return [int(d) for d in io.get("dims", [])]
+
+
+def _wire_dims(io: dict) -> list[int]:
     return [int(d) for d in io.get("dims", [])]
 
 
@@ -230,7 +235,9 @@ class BatchedModel:
         self.run = run
         self.input_names = [io["name"] for io in args.inputs()]
         self.output_types = {io["name"]: io["data_type"] for io in args.outputs()}
-        self.output_dims = {io["name"]: _config_dims(io) for io in args.outputs()}
+        # Triton's reshape: the client sees ``dims``, the model ``reshape.shape``.
+        self.input_reshape = {io["name"]: _config_dims(io) for io in args.inputs() if "reshape" in io}
+        self.output_reshape = {io["name"]: _wire_dims(io) for io in args.outputs() if "reshape" in io}
         self.batching = args.max_batch_size > 0
 
     def _read(self, request) -> dict[str, np.ndarray]:
@@ -238,7 +245,11 @@ class BatchedModel:
         for name in self.input_names:
             tensor = self._pb.get_input_tensor_by_name(request, name)
             if tensor is not None:
-                arrays[name] = tensor.as_numpy()
+                value = tensor.as_numpy()
+                if name in self.input_reshape:
+                    lead = list(value.shape[:1]) if self.batching else []
+                    value = value.reshape(lead + self.input_reshape[name])
+                arrays[name] = value
         return arrays
 
     def _response(self, request, outputs: dict[str, np.ndarray]):
@@ -248,6 +259,9 @@ class BatchedModel:
             if wanted and name not in wanted:
                 continue
             value = outputs[name]
+            if name in self.output_reshape:
+                lead = list(np.shape(value)[:1]) if self.batching else []
+                value = np.reshape(value, lead + self.output_reshape[name])
             if dtype == "TYPE_STRING":
                 value = to_bytes_objects(np.asarray(value))
             else:

@@ -1,0 +1,278 @@
+"""check-repo: does the served repository answer what the source models answered?
+
+For every model of the repository and each protocol (HTTP, gRPC): the server's config must
+contain the file's (every field the file sets, same value; Triton fills the rest with
+defaults; KIND_GPU served as KIND_CPU on a host without GPU is accepted and noted), and the
+stored samples (``<version>/samples.npz``: ``input/<name>``, ``output/<name>``, ``atol``,
+``rtol``) sent to each READY version must come back within the entry's tolerance.
+
+    rows = check_repository(Path("model_repository"), http_url="127.0.0.1:8000",
+                            grpc_url="127.0.0.1:8001")
+    print(format_table(rows)); ok = all(r.ok for r in rows)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import json_format
+
+from serving.backends.common import NUMPY_OF_TYPE
+from serving.server import ServeError, read_config, repository_models
+
+PROTOCOLS = ("http", "grpc")
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One line of the report: a model version over one protocol.
+
+    >>> CheckRow("iris", "1", "grpc", ok=True, config="equal", samples="30 rows, max |diff| 1e-07")
+    """
+
+    model: str
+    version: str
+    protocol: str
+    ok: bool
+    config: str
+    samples: str
+
+
+# ---- config comparison ----------------------------------------------------------------
+def _is_repeated(field) -> bool:
+    flag = getattr(field, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return field.label == field.LABEL_REPEATED
+
+
+def config_differences(expected, served, path: str = "") -> list[str]:
+    """Fields ``expected`` sets whose value differs in ``served`` (dotted paths)."""
+    diffs = []
+    for field, value in expected.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        other = getattr(served, field.name)
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if is_map:
+            value_field = field.message_type.fields_by_name["value"]
+            for key in value:
+                if key not in other:
+                    diffs.append(f"{name}[{key!r}] missing")
+                elif value_field.message_type is not None:
+                    diffs += config_differences(value[key], other[key], f"{name}[{key!r}]")
+                elif value[key] != other[key]:
+                    diffs.append(f"{name}[{key!r}]: file {value[key]!r}, server {other[key]!r}")
+        elif _is_repeated(field):
+            if len(value) != len(other):
+                diffs.append(f"{name}: file has {len(value)} entries, server {len(other)}")
+            elif field.message_type is not None:
+                for i, (a, b) in enumerate(zip(value, other)):
+                    diffs += config_differences(a, b, f"{name}[{i}]")
+            elif list(value) != list(other):
+                diffs.append(f"{name}: file {list(value)}, server {list(other)}")
+        elif field.message_type is not None:
+            diffs += config_differences(value, other, name)
+        elif value != other:
+            diffs.append(f"{name}: file {value!r}, server {other!r}")
+    return diffs
+
+
+def compare_config(file_config, served_config) -> tuple[bool, str]:
+    """(equal, text): file config against the server's, allowing KIND_GPU served as KIND_CPU."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    expected = mc.ModelConfig()
+    expected.CopyFrom(file_config)
+    notes = []
+    for mine, theirs in zip(expected.instance_group, served_config.instance_group):
+        if mine.kind == mc.ModelInstanceGroup.KIND_GPU and theirs.kind == mc.ModelInstanceGroup.KIND_CPU:
+            mine.kind = mc.ModelInstanceGroup.KIND_CPU
+            del mine.gpus[:]
+            notes.append("KIND_GPU served as KIND_CPU")
+    diffs = config_differences(expected, served_config)
+    if diffs:
+        return False, "differs: " + "; ".join(diffs)
+    return True, "equal" + (f" ({', '.join(sorted(set(notes)))})" if notes else "")
+
+
+# ---- samples ------------------------------------------------------------------------
+def load_samples(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        inputs = {k[len("input/"):]: data[k] for k in data.files if k.startswith("input/")}
+        outputs = {k[len("output/"):]: data[k] for k in data.files if k.startswith("output/")}
+        atol = float(data["atol"]) if "atol" in data.files else 0.0
+        rtol = float(data["rtol"]) if "rtol" in data.files else 0.0
+    return {"inputs": inputs, "outputs": outputs, "atol": atol, "rtol": rtol}
+
+
+def _as_wire(array: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "TYPE_STRING":
+        flat = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1)]
+        out = np.empty(len(flat), dtype=np.object_)
+        out[:] = flat
+        return out.reshape(array.shape)
+    return np.ascontiguousarray(array, dtype=NUMPY_OF_TYPE[dtype])
+
+
+def compare_output(served: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> tuple[bool, str, float]:
+    """(ok, why, max abs diff): floats within atol + rtol*|expected|; anything else equal."""
+    if served.shape != expected.shape:
+        served = served.reshape(expected.shape) if served.size == expected.size else served
+        if served.shape != expected.shape:
+            return False, f"shape {list(served.shape)}, expected {list(expected.shape)}", float("inf")
+    if expected.dtype.kind in "US" or served.dtype == np.object_:
+        got = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in served.reshape(-1)])
+        want = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in expected.reshape(-1)])
+        bad = int(np.sum(got != want))
+        return bad == 0, (f"{bad} values differ" if bad else ""), 0.0
+    if expected.dtype.kind == "f" or served.dtype.kind == "f":
+        e = expected.astype(np.float64)
+        s = served.astype(np.float64)
+        diff = np.abs(s - e)
+        bad = int(np.sum(~(diff <= atol + rtol * np.abs(e))))
+        worst = float(diff.max()) if diff.size else 0.0
+        return bad == 0, (f"{bad} values outside atol {atol:g} rtol {rtol:g} (max |diff| {worst:.3g})" if bad else ""), worst
+    bad = int(np.sum(served != expected))
+    return bad == 0, (f"{bad} values differ" if bad else ""), 0.0
+
+
+class _Protocol:
+    def __init__(self, protocol: str, url: str):
+        self.name = protocol
+        if protocol == "http":
+            import tritonclient.http as module
+
+            self.client = module.InferenceServerClient(url, connection_timeout=60, network_timeout=120)
+        else:
+            import tritonclient.grpc as module
+
+            self.client = module.InferenceServerClient(url)
+        self.module = module
+
+    def config(self, model: str):
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        if self.name == "http":
+            return json_format.ParseDict(self.client.get_model_config(model), mc.ModelConfig(), ignore_unknown_fields=True)
+        return self.client.get_model_config(model).config
+
+    def ready_versions(self, model: str) -> list[str]:
+        index = self.client.get_model_repository_index()
+        if self.name == "http":
+            rows = [(m.get("name"), m.get("version", ""), m.get("state", "")) for m in index]
+        else:
+            rows = [(m.name, m.version, m.state) for m in index.models]
+        return sorted((v for n, v, s in rows if n == model and s == "READY"), key=lambda v: int(v) if v.isdigit() else 0)
+
+    def infer(self, model: str, version: str, arrays: dict[str, tuple[np.ndarray, str]], outputs: list[str]):
+        inputs = []
+        for name, (array, datatype) in arrays.items():
+            tensor = self.module.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        requested = [self.module.InferRequestedOutput(n) for n in outputs]
+        result = self.client.infer(model, inputs, model_version=version, outputs=requested)
+        return {n: result.as_numpy(n) for n in outputs}
+
+    def close(self):
+        self.client.close()
+
+
+def _triton_datatype(config_type: str) -> str:
+    return "BYTES" if config_type == "TYPE_STRING" else config_type[len("TYPE_"):]
+
+
+def check_version(proto: _Protocol, model: str, version: str, config, samples_path: Path) -> tuple[bool, str]:
+    samples = load_samples(samples_path)
+    types = {io.name: _config_type_name(io.data_type) for io in config.input}
+    missing = [n for n in types if n not in samples["inputs"]]
+    if missing:
+        return False, f"{samples_path}: no sample for input(s) {', '.join(missing)}"
+    rows = len(next(iter(samples["inputs"].values())))
+    mbs = config.max_batch_size
+    chunks = [(0, rows)] if mbs <= 0 else [(i, min(i + mbs, rows)) for i in range(0, rows, mbs)]
+    out_names = [o.name for o in config.output if o.name in samples["outputs"]]
+    got: dict[str, list] = {n: [] for n in out_names}
+    for start, stop in chunks:
+        arrays = {
+            name: (_as_wire(samples["inputs"][name][start:stop] if mbs > 0 else samples["inputs"][name], t), _triton_datatype(t))
+            for name, t in types.items()
+        }
+        answer = proto.infer(model, version, arrays, out_names)
+        for n in out_names:
+            got[n].append(answer[n])
+    worst, problems = 0.0, []
+    for n in out_names:
+        served = np.concatenate(got[n], axis=0) if len(got[n]) > 1 else got[n][0]
+        ok, why, diff = compare_output(served, samples["outputs"][n], samples["atol"], samples["rtol"])
+        worst = max(worst, diff)
+        if not ok:
+            problems.append(f"output '{n}': {why}")
+    if problems:
+        return False, "; ".join(problems)
+    return True, f"{rows} rows, {len(out_names)} outputs, max |diff| {worst:.2g}"
+
+
+def _config_type_name(value: int) -> str:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    return mc.DataType.Name(value)
+
+
+def check_repository(repo: Path, *, http_url: str, grpc_url: str, models=None, protocols=PROTOCOLS) -> list[CheckRow]:
+    repo = Path(repo)
+    names = list(models) if models else repository_models(repo)
+    rows: list[CheckRow] = []
+    for protocol in protocols:
+        proto = _Protocol(protocol, http_url if protocol == "http" else grpc_url)
+        try:
+            for model in names:
+                rows += _check_model(proto, repo, model)
+        finally:
+            proto.close()
+    return rows
+
+
+def _check_model(proto: _Protocol, repo: Path, model: str) -> list[CheckRow]:
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        file_config = read_config(repo / model)
+    except ServeError as exc:
+        return [CheckRow(model, "-", proto.name, False, str(exc), "-")]
+    try:
+        versions = proto.ready_versions(model)
+        if not versions:
+            return [CheckRow(model, "-", proto.name, False, "-", "no READY version on the server")]
+        served = proto.config(model)
+    except InferenceServerException as exc:
+        return [CheckRow(model, "-", proto.name, False, f"server: {exc.message()}", "-")]
+    config_ok, config_text = compare_config(file_config, served)
+    rows = []
+    for version in versions:
+        samples = repo / model / version / "samples.npz"
+        if not samples.is_file():
+            rows.append(CheckRow(model, version, proto.name, config_ok, config_text, "skipped: no samples.npz"))
+            continue
+        try:
+            ok, text = check_version(proto, model, version, served, samples)
+        except InferenceServerException as exc:
+            ok, text = False, f"request failed: {exc.message()}"
+        except (OSError, ValueError, KeyError) as exc:
+            ok, text = False, f"{samples}: {exc}"
+        rows.append(CheckRow(model, version, proto.name, config_ok and ok, config_text, text))
+    return rows
+
+
+def format_table(rows: list[CheckRow]) -> str:
+    header = ("model", "version", "protocol", "result", "config", "samples")
+    lines = [header] + [
+        (r.model, r.version, r.protocol, "ok" if r.ok else "FAIL", r.config, r.samples) for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
+    out = []
+    for line in lines:
+        cells = [str(c).ljust(w) for c, w in zip(line, widths)] + [str(line[-1])]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)

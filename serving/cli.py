@@ -1,0 +1,144 @@
+"""Console scripts: ``serve-repo`` and ``check-repo`` (thin layers over server.py and check.py)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from serving.server import CONTROL_MODES, Server, ServeError
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="serve-repo",
+        description="Serve a tritonforge model repository on the tritonserver bundled with "
+        "nvidia-pytriton (CPU, no Docker).",
+    )
+    p.add_argument("repo", type=Path, help="model repository folder (what build-repo wrote)")
+    p.add_argument("--address", default="127.0.0.1", help="address for HTTP, gRPC and metrics (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, default=8000, help="0 picks a free port (default 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port (default 8001)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port (default 8002)")
+    p.add_argument("--model-control-mode", choices=CONTROL_MODES, default="poll",
+                   help="none: load all at start; poll: also follow the repository; "
+                   "explicit: load only --load-model, clients load the rest (default poll)")
+    p.add_argument("--repository-poll-secs", type=float, default=2.0, help="poll interval (default 2)")
+    p.add_argument("--load-model", action="append", default=None, metavar="NAME",
+                   help="model to load at start (repeatable; '*' for all in explicit mode)")
+    p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    p.add_argument("--log-file", type=Path, default=None, help="keep tritonserver's log here")
+    p.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
+    p.add_argument("--no-recovery", action="store_true",
+                   help="do not reload a model whose backend process died")
+    return p
+
+
+def serve_main(argv=None) -> int:
+    args = _serve_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="serve-repo: %(message)s")
+    stop = threading.Event()
+
+    def _on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    server = Server(
+        args.repo,
+        address=args.address,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        control_mode=args.model_control_mode,
+        poll_secs=args.repository_poll_secs,
+        load_models=tuple(args.load_model) if args.load_model else None,
+        ready_timeout=args.ready_timeout,
+        recovery=not args.no_recovery,
+        log_verbose=args.log_verbose,
+        log_file=args.log_file,
+    )
+    try:
+        server.start()
+    except ServeError as exc:
+        print(f"serve-repo: {exc}", file=sys.stderr)
+        return 1
+    try:
+        ready = sorted({name for (name, _), state in server.model_states().items() if state == "READY"})
+        print(
+            f"serve-repo: serving {server.repo} ({args.model_control_mode} mode): "
+            f"HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
+            f"{len(ready)} models ready: {', '.join(ready) or '-'}. Ctrl-C to stop.",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if server.process.poll() is not None:
+                print(
+                    f"serve-repo: tritonserver exited with status {server.process.returncode}; "
+                    f"log tail:\n{server.log_tail()}",
+                    file=sys.stderr,
+                )
+                return 1
+        print("serve-repo: stopping", flush=True)
+        return 0
+    finally:
+        server.stop()
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="check-repo",
+        description="Check that a served repository answers its stored samples within tolerance, "
+        "over HTTP and gRPC, and that the server's configs equal the files.",
+    )
+    p.add_argument("repo", type=Path, help="model repository folder")
+    p.add_argument("--url", default=None,
+                   help="HTTP host:port of a running server; without it check-repo starts serve-repo itself")
+    p.add_argument("--grpc-url", default=None, help="gRPC host:port (default: --url's host, port + 1)")
+    p.add_argument("--model", action="append", default=None, metavar="NAME", help="check only these (repeatable)")
+    p.add_argument("--protocol", choices=("http", "grpc", "both"), default="both")
+    p.add_argument("--ready-timeout", type=float, default=300.0)
+    return p
+
+
+def check_main(argv=None) -> int:
+    from serving.check import PROTOCOLS, check_repository, format_table
+
+    args = _check_parser().parse_args(argv)
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    if not args.repo.is_dir():
+        print(f"check-repo: {args.repo}: no such model repository", file=sys.stderr)
+        return 2
+    try:
+        if args.url:
+            grpc_url = args.grpc_url
+            if grpc_url is None:
+                host, _, port = args.url.rpartition(":")
+                grpc_url = f"{host}:{int(port) + 1}"
+            rows = check_repository(args.repo, http_url=args.url, grpc_url=grpc_url,
+                                    models=args.model, protocols=protocols)
+        else:
+            with Server(args.repo, control_mode="none", load_models=tuple(args.model) if args.model else None,
+                        ready_timeout=args.ready_timeout) as server:
+                rows = check_repository(args.repo, http_url=server.http_url, grpc_url=server.grpc_url,
+                                        models=args.model, protocols=protocols)
+    except ServeError as exc:
+        print(f"check-repo: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a server that cannot be reached: one line, no traceback
+        message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+        print(f"check-repo: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 2
+    print(format_table(rows))
+    failed = [r for r in rows if not r.ok]
+    if not rows:
+        print("check-repo: no models to check", file=sys.stderr)
+        return 1
+    print(f"check-repo: {len(rows) - len(failed)}/{len(rows)} checks passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(serve_main())
