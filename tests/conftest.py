@@ -1,2 +1,3 @@
 """Shared fixtures: each area keeps its fixtures in its own module, gathered here."""
 from fixtures_build import *  # noqa: F401,F403
+from fixtures_serving import *  # noqa: F401,F403

@@ -1,0 +1,53 @@
+"""A backend process that dies is noticed and its model reloaded, without restarting the server."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+
+def _ask(client):
+    tensor = grpcclient.InferInput("input", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+    return client.infer("onnx_victim", [tensor]).as_numpy("output")
+
+
+def test_a_killed_backend_process_is_replaced_within_ten_seconds(tiny_server, caplog):
+    client = tiny_server.grpc_client()
+    expected = _ask(client)
+    server_pid = tiny_server.process.pid
+    tiny_server._scan_stubs()
+    victims = [s.pid for s in tiny_server._stubs.values() if s.model == "onnx_victim"]
+    assert victims
+    caplog.set_level("WARNING", logger="serve-repo")
+
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    answered_after, failures = None, 0
+    while time.monotonic() - killed_at < 15:
+        try:
+            np.testing.assert_allclose(_ask(client), expected)
+            answered_after = time.monotonic() - killed_at
+            break
+        except InferenceServerException:
+            failures += 1
+            time.sleep(0.1)
+
+    assert answered_after is not None and answered_after < 10, f"no answer 15 s after the kill ({failures} failures)"
+    assert tiny_server.process.pid == server_pid and tiny_server.process.poll() is None
+    assert any("onnx_victim" in r.getMessage() and "died" in r.getMessage() for r in caplog.records)
+    assert tiny_server.recoveries[-1]["model"] == "onnx_victim" and tiny_server.recoveries[-1]["ok"]
+    # The dead stub's shared-memory region went with it.
+    live = {s.shm_region for s in tiny_server._stubs.values()}
+    assert set(tiny_server.leftovers()["shm_regions"]) <= live | _regions_of_live_stubs(tiny_server)
+
+
+def _regions_of_live_stubs(server) -> set[str]:
+    from serving.server import _proc_children_stubs
+
+    return {argv[2] for state, argv in _proc_children_stubs(server.process.pid).values() if state != "Z" and len(argv) > 2}
