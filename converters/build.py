@@ -16,12 +16,16 @@ from typing import Callable
 import numpy as np
 import yaml
 
+from ensembles.build import Entry
+from ensembles import build as ensembles
+from ensembles.library import ModelFacts
+
 from . import config as configs
 from . import formats, layout, registry, verify
 from .errors import BuildError
 from .probe import FileProbe, one_line
 from .sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar
-from .spec import BuildResult, Signature
+from .spec import BuildResult, OutputError, Signature
 from .triton_release import DEFAULT_RELEASE, parse_release
 
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -115,19 +119,20 @@ def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(
         try:
             if source.name in existing and manifest.entry(source.name) is None:
                 raise BuildError(f"{dst / source.name} exists and was not built by tritonforge; refusing to touch it")
-            result = _build_model(source, sidecars, dst, manifest, options, release)
+            built = _build_model(source, sidecars, dst, manifest, options, release)
         except BuildError as exc:
-            result = BuildResult(source.name, source.path.name, reason=str(exc))
+            built = [BuildResult(source.name, source.path.name, reason=str(exc))]
         except Exception as exc:  # a converter's own failure: still one line, still the next model
-            result = BuildResult(source.name, source.path.name, reason=f"{type(exc).__name__}: {one_line(exc)}")
-        if result.status == "FAILED" and result.framework == "?" and not result.reason.startswith(source.path.name):
-            result = replace(result, reason=f"{source.path.name}: {result.reason}")
-        results.append(replace(result, seconds=time.perf_counter() - started))
+            built = [BuildResult(source.name, source.path.name, reason=f"{type(exc).__name__}: {one_line(exc)}")]
+        for result in built:
+            if result.status == "FAILED" and not result.reason.startswith(source.path.name):
+                result = replace(result, reason=f"{source.path.name}: {result.reason}")
+            results.append(replace(result, seconds=time.perf_counter() - started))
     return sorted(results, key=lambda r: r.name)
 
 
 def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, manifest: layout.Manifest,
-                 options: BuildOptions, release) -> BuildResult:
+                 options: BuildOptions, release) -> list[BuildResult]:
     sidecar = sidecars.for_model(source.name, source.sidecar)
     probe = FileProbe(source.path, options.allow_pickle)
     adapter = registry.detect(probe)
@@ -143,7 +148,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     latest = manifest.latest(source.name)
     done = layout.versions(repo / source.name)
     if latest and latest.get("fingerprint") == digest and manifest.entry(source.name)["latest_version"] in done:
-        return _unchanged(source, manifest, adapter.framework, fmt_name)
+        return [_unchanged(source, name, manifest) for name in [source.name] + latest.get("ensemble", [])]
 
     model = adapter.load(probe, sidecar)
     version = (done[-1] if done else 0) + 1
@@ -162,7 +167,8 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
             samples = (adapter.sample_inputs(model, signature, sidecar.sample_rows, rng)
                        or verify.sample_inputs(signature, sidecar.sample_rows, rng))
         expected = adapter.reference(model, samples, signature)
-        actual = fmt.runner(artifact)(samples)
+        run_artifact = fmt.runner(artifact)
+        actual = run_artifact(samples)
         atol = sidecar.atol if sidecar.atol is not None else verify.DEFAULT_ATOL
         rtol = sidecar.rtol if sidecar.rtol is not None else verify.DEFAULT_RTOL
         errors = verify.compare(signature, expected, actual, atol, rtol)
@@ -192,6 +198,13 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
             warm.mkdir()
             for index, spec in enumerate(signature.inputs):
                 (warm / configs.warmup_file(index)).write_bytes(configs.warmup_bytes(samples[spec.name][0]))
+        entries, ensemble_errors = [], ()
+        if sidecar.preprocess or sidecar.postprocess:
+            facts = ModelFacts(signature, adapter.feature_names(model), adapter.accepts_missing, labels if labels_output else None,
+                               labels_output, _are_probabilities(expected.get(labels_output)))
+            entries, ensemble_errors = ensembles.plan(
+                source.name, source.path.name, sidecar, facts, model_config, samples, run_artifact,
+                lambda inputs: adapter.reference(model, inputs, signature), atol, rtol)
         layout.install(repo, source.name, staged, version)
 
     record = {
@@ -205,9 +218,43 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     }
     common = {"framework": adapter.framework, "format": fmt_name, "platform": fmt.platform, "source": source.path.name,
               "triton_version": release.name}
-    manifest.record(source.name, version, common, record)
+    results = [BuildResult(source.name, source.path.name, adapter.framework, fmt_name, signature, version, "OK", errors=errors)]
+    for entry in entries:
+        entry_version = _install_entry(repo, entry)
+        kind = "ensemble" if entry.samples else "python"
+        entry_errors = ensemble_errors if entry.samples else ()
+        manifest.record(entry.name, entry_version,
+                        {"framework": kind, "format": kind, "platform": entry.config.platform or entry.config.backend,
+                         "source": source.path.name, "triton_version": release.name},
+                        {**record, "signature": configs.signature_of(entry.config).describe(),
+                         "errors": {e.name: {"max_abs": e.max_abs, "max_rel": e.max_rel} for e in entry_errors}})
+        results.append(BuildResult(entry.name, source.path.name, kind, kind, configs.signature_of(entry.config),
+                                   entry_version, "OK", errors=entry_errors))
+    manifest.record(source.name, version, common, {**record, "ensemble": [e.name for e in entries]})
     manifest.save()
-    return BuildResult(source.name, source.path.name, adapter.framework, fmt_name, signature, version, "OK", errors=errors)
+    return results
+
+
+def _install_entry(repo: Path, entry: Entry) -> int:
+    """A step or ensemble entry: next version folder with its model.py or samples, and its config."""
+    version = (layout.versions(repo / entry.name) or [0])[-1] + 1
+    with layout.staging(repo, entry.name) as staged:
+        version_dir = staged / str(version)
+        version_dir.mkdir()
+        if entry.template:
+            shutil.copyfile(entry.template, version_dir / "model.py")
+        if entry.samples:
+            inputs, outputs = entry.samples
+            _save_samples(version_dir / layout.SAMPLES_FILE, inputs, outputs, verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)
+        (staged / "config.pbtxt").write_text(configs.render(entry.config))
+        layout.install(repo, entry.name, staged, version)
+    return version
+
+
+def _are_probabilities(scores: np.ndarray | None) -> bool:
+    if scores is None or scores.dtype.kind != "f":
+        return False
+    return bool(np.all(scores >= 0) and np.all(scores <= 1) and np.allclose(scores.sum(axis=-1), 1, atol=1e-3))
 
 
 def _target_format(adapter, sidecar: Sidecar, options: BuildOptions, source: ModelSource) -> str:
@@ -233,9 +280,12 @@ def _labels_output(source: ModelSource, signature: Signature, labels: tuple[str,
 def _save_samples(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], atol: float, rtol: float) -> None:
     def storable(value: np.ndarray) -> np.ndarray:
         value = np.asarray(value)
-        if value.dtype == object:  # unicode arrays load back without pickle
+        if value.dtype != object:
+            return value
+        try:  # text as unicode, binary (encoded images) as fixed-width bytes: both load back without pickle
             return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[str])(value).astype(str)
-        return value
+        except UnicodeDecodeError:
+            return value.astype(bytes)
 
     arrays = {f"input/{k}": storable(v) for k, v in inputs.items()}
     arrays.update({f"output/{k}": storable(v) for k, v in outputs.items()})
@@ -244,14 +294,14 @@ def _save_samples(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, 
     path.write_bytes(buffer.getvalue())
 
 
-def _unchanged(source: ModelSource, manifest: layout.Manifest, framework: str, fmt: str) -> BuildResult:
-    entry = manifest.entry(source.name)
-    record = manifest.latest(source.name)
+def _unchanged(source: ModelSource, name: str, manifest: layout.Manifest) -> BuildResult:
+    entry = manifest.entry(name)
+    record = manifest.latest(name)
     errors = tuple(
-        verify.OutputError(name, e["max_abs"], e["max_rel"], record["atol"], record["rtol"], True)
-        for name, e in record.get("errors", {}).items()
+        OutputError(output, e["max_abs"], e["max_rel"], record["atol"], record["rtol"], True)
+        for output, e in record.get("errors", {}).items()
     )
-    return BuildResult(source.name, source.path.name, framework, fmt, None, entry["latest_version"], "UNCHANGED",
+    return BuildResult(name, source.path.name, entry["framework"], entry["format"], None, entry["latest_version"], "UNCHANGED",
                        reason=record.get("signature", ""), errors=errors)
 
 

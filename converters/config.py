@@ -113,6 +113,17 @@ def warmup_bytes(row: np.ndarray) -> bytes:
     return np.ascontiguousarray(row).tobytes()
 
 
+def signature_of(config: mc.ModelConfig) -> Signature:
+    """The tensors a config declares, batch dimension included when it batches."""
+    numpy_of = {v: np.dtype(k) for k, v in _TRITON_TYPES.items()}
+    lead = (-1,) if config.max_batch_size > 0 else ()
+
+    def specs(tensors):
+        return tuple(TensorSpec(t.name, numpy_of[t.data_type], lead + tuple(t.dims)) for t in tensors)
+
+    return Signature(specs(config.input), specs(config.output))
+
+
 def render(config: mc.ModelConfig) -> str:
     text = text_format.MessageToString(config)
     parse(text)  # the text must read back as the same message

@@ -18,6 +18,7 @@ class Adapter(Protocol):
     framework: str
     formats: tuple[str, ...]  # target formats it can write; the first is the default
     neural: bool  # neural networks default to GPU instances, trees and linear models to CPU
+    accepts_missing: bool  # NaN is a legal input value
 
     def detect(self, probe: FileProbe) -> bool: ...
 
@@ -34,6 +35,9 @@ class Adapter(Protocol):
 
     def labels(self, model: Any) -> tuple[str, ...] | None:
         """Class names the model itself knows, or None."""
+
+    def feature_names(self, model: Any) -> tuple[str, ...] | None:
+        """Names of the columns of a single matrix input, when the model knows them."""
 
     def mismatch_hint(self, model: Any) -> str:
         """A known converter trap to name when verification fails, or ''."""

@@ -6,10 +6,10 @@ from .spec import BuildResult
 
 def line(result: BuildResult) -> str:
     if result.status == "FAILED":
-        return f"{result.name:<22} FAILED  {result.reason}  ({result.seconds:.1f}s)"
+        return f"{result.name:<26} FAILED  {result.reason}  ({result.seconds:.1f}s)"
     shapes = result.signature.describe() if result.signature else result.reason
     error = "-" if result.max_error is None else f"{result.max_error:.2g}"
-    return (f"{result.name:<22} {result.status:<9} {result.framework:>8} -> {result.format:<11} v{result.version}  "
+    return (f"{result.name:<26} {result.status:<9} {result.framework:>8} -> {result.format:<11} v{result.version}  "
             f"{shapes}  max err {error}  {result.seconds:.1f}s")
 
 

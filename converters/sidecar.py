@@ -14,6 +14,8 @@ Every key is optional::
     samples: rows.npz            # sample inputs, one array per input name; else generated
     sample_rows: 8
     opset: 17
+    preprocess: {step: tabular}  # an ensemble: Python-backend steps around the model (see ensembles/)
+    postprocess: {step: classify, top_k: 3}
 
 A folder may also hold ``tritonforge.yaml`` with ``defaults:`` for every model and ``models:``
 keyed by model name; a model's own sidecar wins over both.

@@ -37,7 +37,11 @@ def keras_sequential_cnn(out: Path) -> None:
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, verbose=0)
     model.save(out / "digits_cnn.keras")
-    (out / "digits_cnn.yaml").write_text("labels: [" + ", ".join(DIGITS) + "]\n")
+    (out / "digits_cnn.yaml").write_text(
+        "labels: [" + ", ".join(DIGITS) + "]\n"
+        "preprocess: {step: image}\n"  # PNG/JPEG bytes in, the 28x28x1 tensor out
+        "postprocess: {step: classify, top_k: 3}\n"
+    )
 
 
 def keras_functional_two_inputs(out: Path) -> None:
@@ -109,7 +113,11 @@ def sklearn_pipeline_with_strings(out: Path) -> None:
     )
     pipeline.fit(frame, churned)
     joblib.dump(pipeline, out / "churn_pipeline.joblib")
-    (out / "churn_pipeline.yaml").write_text("labels: [stays, churns]\n")
+    (out / "churn_pipeline.yaml").write_text(
+        "labels: [stays, churns]\n"
+        "preprocess: {step: tabular}\n"  # JSON objects or CSV lines: city, age, income
+        "postprocess: {step: classify, top_k: 2}\n"
+    )
 
 
 def xgboost_multiclass_booster(out: Path) -> None:

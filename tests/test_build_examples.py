@@ -10,7 +10,7 @@ import pytest
 from converters import config as configs
 from converters.formats.onnx import signature_of
 from converters.layout import SAMPLES_FILE
-from fixtures_build import EXAMPLE_MODELS
+from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS, EXAMPLE_STEPS
 
 FRAMEWORKS = {"churn_pipeline": "sklearn", "digits_cnn": "keras", "house_price_xgb": "xgboost",
               "iris_xgb": "xgboost", "price_two_inputs": "keras", "torch_cnn": "pytorch"}
@@ -18,11 +18,13 @@ FRAMEWORKS = {"churn_pipeline": "sklearn", "digits_cnn": "keras", "house_price_x
 
 def test_every_example_builds_and_verifies(built_examples):
     _, results = built_examples
-    assert sorted(results) == sorted(EXAMPLE_MODELS)
+    assert sorted(results) == sorted(EXAMPLE_MODELS + EXAMPLE_ENSEMBLES + EXAMPLE_STEPS)
     for name, result in results.items():
         assert result.status == "OK", f"{name}: {result.reason}"
-        assert result.errors and all(e.ok for e in result.errors)
-        assert result.framework == FRAMEWORKS[name]
+    for name in EXAMPLE_MODELS + EXAMPLE_ENSEMBLES:
+        assert results[name].errors and all(e.ok for e in results[name].errors)
+    for name in EXAMPLE_MODELS:
+        assert results[name].framework == FRAMEWORKS[name]
 
 
 @pytest.mark.parametrize("name", EXAMPLE_MODELS)
@@ -90,8 +92,9 @@ def test_samples_hold_inputs_and_source_outputs(built_examples_repo, name):
 
 def test_manifest_records_every_entry(built_examples_repo):
     manifest = json.loads((built_examples_repo / "manifest.json").read_text())
-    assert sorted(manifest["models"]) == sorted(EXAMPLE_MODELS)
-    for name, entry in manifest["models"].items():
+    assert sorted(manifest["models"]) == sorted(EXAMPLE_MODELS + EXAMPLE_ENSEMBLES + EXAMPLE_STEPS)
+    for name in EXAMPLE_MODELS:
+        entry = manifest["models"][name]
         record = entry["versions"][str(entry["latest_version"])]
         assert entry["framework"] == FRAMEWORKS[name] and entry["format"] == "onnx"
         assert len(record["fingerprint"]) == 64 and record["tools"]["onnx"] == onnx.__version__

@@ -12,11 +12,16 @@ class AdapterBase:
     framework = "?"
     formats: tuple[str, ...] = ("onnx",)
     neural = False
+    accepts_missing = False  # NaN is a legal input value (trees route missing values)
 
     def sample_inputs(self, model: Any, signature: Signature, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
         return None
 
     def labels(self, model: Any) -> tuple[str, ...] | None:
+        return None
+
+    def feature_names(self, model: Any) -> tuple[str, ...] | None:
+        """Names of the columns of a single matrix input, when the model knows them."""
         return None
 
     def mismatch_hint(self, model: Any) -> str:

@@ -85,6 +85,10 @@ class SklearnAdapter(AdapterBase):
                 samples[spec.name] = rng.standard_normal((rows, width)).astype(spec.dtype)
         return samples
 
+    def feature_names(self, model: Any) -> tuple[str, ...] | None:
+        names = getattr(model, "feature_names_in_", None)
+        return tuple(str(n) for n in names) if names is not None and not column_types(model) else None
+
     def labels(self, model: Any) -> tuple[str, ...] | None:
         classes = getattr(model, "classes_", None)
         return tuple(str(c) for c in classes) if classes is not None else None

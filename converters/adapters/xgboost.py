@@ -34,6 +34,7 @@ class XGBoostAdapter(AdapterBase):
     framework = "xgboost"
     formats = ("onnx",)
     neural = False
+    accepts_missing = True
 
     def detect(self, probe: FileProbe) -> bool:
         if probe.path.is_dir():
@@ -100,6 +101,9 @@ class XGBoostAdapter(AdapterBase):
         values = rng.random((rows, model.num_features)).astype(np.float32)
         values[rng.random(values.shape) < MISSING_SHARE] = np.nan
         return {signature.inputs[0].name: values}
+
+    def feature_names(self, model: XGBoostSource) -> tuple[str, ...] | None:
+        return tuple(model.booster.feature_names) if model.booster.feature_names else None
 
     def mismatch_hint(self, model: XGBoostSource) -> str:
         if model.num_target > 1:

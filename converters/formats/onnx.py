@@ -45,6 +45,13 @@ def save_single_file(model, path: Path) -> None:
     onnx.checker.check_model(str(path))
 
 
+def as_onnx_strings(value: np.ndarray) -> np.ndarray:
+    """ONNX Runtime reads str objects; bytes (Triton's BYTES) would be compared as "b'...'" and miss every category."""
+    if value.dtype == object and value.size and isinstance(value.flat[0], bytes):
+        return np.vectorize(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v, otypes=[object])(value)
+    return value
+
+
 class OnnxFormat:
     name = "onnx"
     platform = "onnxruntime_onnx"
@@ -65,7 +72,7 @@ class OnnxFormat:
         names = [o.name for o in session.get_outputs()]
 
         def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return dict(zip(names, session.run(names, inputs)))
+            return dict(zip(names, session.run(names, {k: as_onnx_strings(v) for k, v in inputs.items()})))
 
         return run
 

@@ -1,0 +1,85 @@
+"""Image preprocessing: encoded PNG/JPEG bytes -> the model's image tensor.
+
+Config parameter ``tritonforge_step`` (JSON)::
+
+    {"output": "input_layer", "dtype": "float32", "layout": "NHWC",   # or NCHW
+     "height": 28, "width": 28, "channels": 1,                         # 1 = grayscale, 3 = RGB
+     "scale": 0.00392156862745098, "mean": [0.0], "std": [1.0]}       # (pixel * scale - mean) / std
+"""
+import io
+import json
+
+import numpy as np
+
+STEP_PARAMETER = "tritonforge_step"
+RAW_INPUT = "RAW"
+
+
+class RowError(ValueError):
+    """An image that cannot be read; the message names the row."""
+
+
+def decode(index, data, spec):
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(data, bytes) or not data:
+        raise RowError(f"row {index}: empty image")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image = image.convert("L" if spec["channels"] == 1 else "RGB")
+        if image.size != (spec["width"], spec["height"]):
+            image = image.resize((spec["width"], spec["height"]), Image.BILINEAR)
+        pixels = np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise RowError(f"row {index}: cannot decode image ({exc})") from None
+    return pixels.reshape(spec["height"], spec["width"], spec["channels"])
+
+
+def normalise(pixels, spec):
+    """Scale and normalise a stack of HWC images, in the model's layout and dtype."""
+    mean = np.asarray(spec["mean"], np.float32)
+    std = np.asarray(spec["std"], np.float32)
+    batch = (pixels * np.float32(spec["scale"]) - mean) / std
+    if spec["layout"] == "NCHW":
+        batch = batch.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(batch, dtype=spec["dtype"])
+
+
+def images_to_input(raw_images, spec):
+    """Decode, resize, scale and normalise a batch of encoded images."""
+    return normalise(np.stack([decode(i, data, spec) for i, data in enumerate(raw_images)]), spec)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        global pb_utils
+        import triton_python_backend_utils as pb_utils
+
+        config = json.loads(args["model_config"])
+        self.spec = json.loads(config["parameters"][STEP_PARAMETER]["string_value"])
+
+    def execute(self, requests):
+        images, counts, errors = [], [], []
+        for request in requests:
+            raw = pb_utils.get_input_tensor_by_name(request, RAW_INPUT).as_numpy().reshape(-1)
+            try:
+                if raw.size == 0:
+                    raise RowError("empty request: send at least one image")
+                decoded = [decode(i, data, self.spec) for i, data in enumerate(raw.tolist())]
+            except RowError as exc:
+                counts.append(0)
+                errors.append(str(exc))
+                continue
+            images.extend(decoded)
+            counts.append(len(decoded))
+            errors.append(None)
+        # scale, normalise and lay out every image of every request in one pass
+        batch = normalise(np.stack(images), self.spec) if images else None
+        responses, offset = [], 0
+        for count, error in zip(counts, errors):
+            if error is not None:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG)))
+                continue
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.spec["output"], batch[offset:offset + count])]))
+            offset += count
+        return responses

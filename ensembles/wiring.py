@@ -1,0 +1,84 @@
+"""Ensemble configs: steps chained by tensor name, checked before anything is written.
+
+Triton's rules, checked here: every step input is fed by the ensemble's input or an earlier
+step's output of the same dtype and dims; the ensemble's ``max_batch_size`` is no larger than
+any step's; ensembles take no ``instance_group``.
+"""
+from __future__ import annotations
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from converters.config import triton_type
+from converters.errors import BuildError
+from converters.spec import TensorSpec
+
+from .library import StepModel, settings_json
+
+STEP_PARAMETER = "tritonforge_step"
+STEP_QUEUE_DELAY_US = 100
+
+
+def _add_tensor(message, spec: TensorSpec, batched: bool) -> None:
+    message.name = spec.name
+    message.data_type = triton_type(spec.dtype)
+    dims = list(spec.shape[1:] if batched else spec.shape)
+    message.dims.extend(dims or [1])
+
+
+def step_config(name: str, step: StepModel, max_batch_size: int) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    for spec in step.inputs:
+        _add_tensor(config.input.add(), spec, max_batch_size > 0)
+    for spec in step.outputs:
+        _add_tensor(config.output.add(), spec, max_batch_size > 0)
+    if max_batch_size > 0:
+        # Several requests per execute() is what lets a step decode a whole batch in one pass.
+        config.dynamic_batching.max_queue_delay_microseconds = STEP_QUEUE_DELAY_US
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    config.parameters[STEP_PARAMETER].string_value = settings_json(step)
+    return config
+
+
+def ensemble_config(name: str, chain: list[mc.ModelConfig]) -> mc.ModelConfig:
+    """Wire ``chain`` (configs in order) by tensor names into one ensemble config, after checking it."""
+    max_batch_size = min(c.max_batch_size for c in chain)
+    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
+    config.input.extend(chain[0].input)
+    config.output.extend(chain[-1].output)
+    for stage in chain:
+        step = config.ensemble_scheduling.step.add(model_name=stage.name, model_version=-1)
+        for tensor in stage.input:
+            step.input_map[tensor.name] = tensor.name
+        for tensor in stage.output:
+            step.output_map[tensor.name] = tensor.name
+    check(config, {c.name: c for c in chain})
+    return config
+
+
+def check(ensemble: mc.ModelConfig, members: dict[str, mc.ModelConfig]) -> None:
+    """Refuse an ensemble whose steps disagree; the message names the step and the tensor."""
+    if ensemble.instance_group:
+        raise BuildError(f"ensemble '{ensemble.name}': ensembles take no instance_group")
+    available = {t.name: (t.data_type, list(t.dims), "ensemble input") for t in ensemble.input}
+    for step in ensemble.ensemble_scheduling.step:
+        member = members[step.model_name]
+        if ensemble.max_batch_size > member.max_batch_size:
+            raise BuildError(f"ensemble '{ensemble.name}': max_batch_size {ensemble.max_batch_size} exceeds "
+                             f"step '{member.name}' ({member.max_batch_size})")
+        inputs = {t.name: t for t in member.input}
+        for step_tensor, ensemble_tensor in step.input_map.items():
+            if ensemble_tensor not in available:
+                raise BuildError(f"ensemble '{ensemble.name}': step '{member.name}' input '{step_tensor}' is fed by "
+                                 f"'{ensemble_tensor}', which no earlier step produces")
+            dtype, dims, origin = available[ensemble_tensor]
+            wanted = inputs[step_tensor]
+            if dtype != wanted.data_type or dims != list(wanted.dims):
+                raise BuildError(
+                    f"ensemble '{ensemble.name}': step '{member.name}' input '{step_tensor}' expects "
+                    f"{mc.DataType.Name(wanted.data_type)} {list(wanted.dims)}, {origin} gives "
+                    f"{mc.DataType.Name(dtype)} {dims}")
+        for output in member.output:
+            available[step.output_map.get(output.name, output.name)] = (output.data_type, list(output.dims), f"step '{member.name}'")
+    for tensor in ensemble.output:
+        if tensor.name not in available or available[tensor.name][:2] != (tensor.data_type, list(tensor.dims)):
+            raise BuildError(f"ensemble '{ensemble.name}': output '{tensor.name}' is not produced with its dtype and dims")
