@@ -1,0 +1,77 @@
+"""check-repo: served configs equal the files, stored samples give the source outputs, per protocol."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from fixtures_build import EXAMPLE_MODELS
+from fixtures_serving import linear_samples, make_config, write_model
+from serving.check import check_repository, format_table
+
+CHECK_REPO = str(Path(sys.executable).parent / "check-repo")
+TINY_MODELS = ("onnx_linear", "onnx_strings", "torch_linear", "tf_linear")
+
+
+def _run(*args, timeout=900):
+    return subprocess.run([CHECK_REPO, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_built_examples_pass_over_http_and_grpc_on_a_server_check_repo_starts(built_examples_repo):
+    result = _run(built_examples_repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:] if line and not line.startswith("check-repo")]
+    checked = {(r[0], r[2]) for r in rows if r[3] == "ok"}
+    assert checked == {(m, p) for m in EXAMPLE_MODELS for p in ("http", "grpc")}
+    assert f"{2 * len(EXAMPLE_MODELS)}/{2 * len(EXAMPLE_MODELS)} checks passed" in result.stdout
+
+
+def test_every_backend_passes_against_a_running_server(tiny_server, tiny_repo):
+    args = [tiny_repo, "--url", tiny_server.http_url, "--grpc-url", tiny_server.grpc_url]
+    for model in TINY_MODELS:
+        args += ["--model", model]
+    result = _run(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8/8 checks passed" in result.stdout
+    assert "equal (KIND_GPU served as KIND_CPU)" in result.stdout  # onnx_linear's file says KIND_GPU
+
+
+def test_outputs_outside_the_tolerance_fail_the_check(tiny_server, tiny_repo):
+    x, y = linear_samples()
+    wrong = y.copy()
+    wrong[0, 0] += 0.01
+    config = make_config("tampered", "onnxruntime_onnx", [("input", "TYPE_FP32", [4])], [("output", "TYPE_FP32", [3])])
+    write_model(tiny_repo, config, tiny_repo / "onnx_victim" / "1" / "model.onnx", "model.onnx",
+                samples={"input/input": x, "output/output": wrong, "atol": np.float64(1e-3), "rtol": np.float64(0)})
+    tiny_server.load("tampered")
+    rows = check_repository(tiny_repo, http_url=tiny_server.http_url, grpc_url=tiny_server.grpc_url, models=["tampered"])
+    assert [(r.protocol, r.ok) for r in rows] == [("http", False), ("grpc", False)]
+    assert all("output 'output': 1 values outside atol 0.001 rtol 0" in r.samples for r in rows)
+    result = _run(tiny_repo, "--url", tiny_server.http_url, "--grpc-url", tiny_server.grpc_url, "--model", "tampered")
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "0/2 checks passed" in result.stdout
+
+
+def test_a_server_config_that_differs_from_the_file_fails_the_check(tiny_server, tiny_repo):
+    x, y = linear_samples()
+    config = make_config("drifted", "onnxruntime_onnx", [("input", "TYPE_FP32", [4])], [("output", "TYPE_FP32", [3])])
+    folder = write_model(tiny_repo, config, tiny_repo / "onnx_victim" / "1" / "model.onnx", "model.onnx",
+                         samples={"input/input": x, "output/output": y, "atol": np.float64(1e-5), "rtol": np.float64(1e-4)})
+    tiny_server.load("drifted")
+    config.max_batch_size = 4  # the file changes after the server loaded it
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    rows = check_repository(tiny_repo, http_url=tiny_server.http_url, grpc_url=tiny_server.grpc_url, models=["drifted"])
+    assert [r.ok for r in rows] == [False, False]
+    assert all(r.config == "differs: max_batch_size: file 4, server 8" for r in rows), format_table(rows)
+
+
+def test_an_unreachable_server_is_one_line_and_exit_status_2(tiny_repo):
+    result = _run(tiny_repo, "--url", "127.0.0.1:9", "--protocol", "http", "--model", "onnx_linear", timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("check-repo: ")
+    assert "Traceback" not in result.stderr
