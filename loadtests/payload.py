@@ -1,0 +1,144 @@
+"""Request payloads for load: a model's stored sample inputs, or tensors made from its metadata.
+
+    spec = TritonClient(url, "http").spec("iris_xgb")
+    payload = make_payload(spec, repo=Path("model_repository"), rows=1)
+    body, headers = http_body(payload, binary=True)       # KServe v2, ready to POST
+
+Samples come from ``<repo>/<model>/<latest version>/samples.npz`` (what build-repo wrote, so
+they are inputs the model accepts); an ensemble with no samples of its own, or a run given no
+repository, falls back to tensors made from the metadata (zeros-to-one floats, small integers,
+short strings), which any numeric model accepts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clients.inputs import conform
+from clients.spec import ModelSpec
+
+PAYLOAD_SOURCES = ("auto", "samples", "metadata")
+
+
+class PayloadError(ValueError):
+    """No payload can be made for the model; the message says why and what to give instead."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One request's inputs for ``model`` and where they came from."""
+
+    model: str
+    arrays: dict[str, np.ndarray]
+    outputs: tuple[str, ...]
+    source: str
+
+
+def samples_path(repo: Path, model: str) -> Path | None:
+    """The newest version's samples.npz of ``model`` in ``repo`` (None when there is none)."""
+    folder = Path(repo) / model
+    if not folder.is_dir():
+        return None
+    versions = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
+                      key=lambda p: int(p.name), reverse=True)
+    for version in versions:
+        if (version / "samples.npz").is_file():
+            return version / "samples.npz"
+    if (folder / "samples.npz").is_file():
+        return folder / "samples.npz"
+    return None
+
+
+def _from_samples(spec: ModelSpec, path: Path, rows: int) -> dict[str, np.ndarray]:
+    arrays = {}
+    with np.load(path, allow_pickle=False) as data:
+        for tensor in spec.inputs:
+            key = f"input/{tensor.name}"
+            if key not in data.files:
+                raise PayloadError(f"{path}: no '{key}' for input '{tensor.name}' of model '{spec.name}'")
+            array = conform(data[key], tensor, spec)
+            if spec.batches:
+                reps = -(-rows // array.shape[0])
+                array = np.concatenate([array] * reps)[:rows]
+            arrays[tensor.name] = array
+    return arrays
+
+
+def _from_metadata(spec: ModelSpec, rows: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for tensor in spec.inputs:
+        shape = [rows if (i == 0 and spec.batches) else (1 if d < 0 else d) for i, d in enumerate(tensor.shape)]
+        dtype = np.dtype(tensor.numpy_dtype)
+        if tensor.datatype == "BYTES":
+            array = np.full(shape, b"0", dtype=object)
+        elif tensor.datatype == "BOOL":
+            array = rng.random(shape) < 0.5
+        elif np.issubdtype(dtype, np.integer):
+            array = rng.integers(0, 10, shape).astype(dtype)
+        else:
+            array = rng.random(shape).astype(dtype)
+        arrays[tensor.name] = array
+    return arrays
+
+
+def make_payload(spec: ModelSpec, repo: Path | None = None, *, source: str = "auto",
+                 rows: int = 1, seed: int = 0) -> Payload:
+    """Inputs for one request of ``rows`` rows (models that batch) from ``source``.
+
+    ``auto`` takes the samples when the repository has them and the metadata otherwise.
+    """
+    if source not in PAYLOAD_SOURCES:
+        raise PayloadError(f"unknown payload source '{source}' (choose {', '.join(PAYLOAD_SOURCES)})")
+    path = samples_path(repo, spec.name) if repo is not None else None
+    outputs = tuple(t.name for t in spec.outputs)
+    if source in ("auto", "samples") and path is not None:
+        return Payload(spec.name, _from_samples(spec, path, rows), outputs, f"samples {path}")
+    if source == "samples":
+        raise PayloadError(
+            f"model '{spec.name}' has no samples.npz in {repo or 'the repository'} "
+            "(give --repo, or use --payload metadata)"
+        )
+    if any(t.datatype == "BYTES" for t in spec.inputs) and spec.is_ensemble:
+        raise PayloadError(
+            f"ensemble '{spec.name}' takes BYTES ({spec.describe()}) and has no samples.npz: "
+            "encoded payloads cannot be made up from metadata"
+        )
+    return Payload(spec.name, _from_metadata(spec, rows, seed), outputs, "metadata")
+
+
+def http_body(payload: Payload, *, binary: bool = True) -> tuple[bytes, dict[str, str]]:
+    """The KServe v2 infer request body and headers (binary tensor data, or all JSON)."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    inputs = []
+    for name, array in payload.arrays.items():
+        datatype = "BYTES" if array.dtype == object else np_to_triton_dtype(array.dtype)
+        tensor = httpclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        inputs.append(tensor)
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in payload.outputs]
+    body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    headers = {"Content-Type": "application/json"}
+    if json_size is not None:
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(json_size)}
+    return body, headers
+
+
+def grpc_inputs(payload: Payload):
+    """tritonclient gRPC InferInput/InferRequestedOutput objects for the payload (built once, reused)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    inputs = []
+    for name, array in payload.arrays.items():
+        datatype = "BYTES" if array.dtype == object else np_to_triton_dtype(array.dtype)
+        tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs, [grpcclient.InferRequestedOutput(name) for name in payload.outputs]
