@@ -45,12 +45,16 @@ def ensemble_config(name: str, chain: list[mc.ModelConfig]) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
     config.input.extend(chain[0].input)
     config.output.extend(chain[-1].output)
+    # Triton refuses an ensemble tensor that nothing reads ("ensemble tensor 'label' is unused"):
+    # map only the outputs that a later step or the ensemble's own outputs consume.
+    consumed = {t.name for stage in chain[1:] for t in stage.input} | {t.name for t in config.output}
     for stage in chain:
         step = config.ensemble_scheduling.step.add(model_name=stage.name, model_version=-1)
         for tensor in stage.input:
             step.input_map[tensor.name] = tensor.name
         for tensor in stage.output:
-            step.output_map[tensor.name] = tensor.name
+            if tensor.name in consumed:
+                step.output_map[tensor.name] = tensor.name
     check(config, {c.name: c for c in chain})
     return config
 
@@ -77,8 +81,12 @@ def check(ensemble: mc.ModelConfig, members: dict[str, mc.ModelConfig]) -> None:
                     f"ensemble '{ensemble.name}': step '{member.name}' input '{step_tensor}' expects "
                     f"{mc.DataType.Name(wanted.data_type)} {list(wanted.dims)}, {origin} gives "
                     f"{mc.DataType.Name(dtype)} {dims}")
-        for output in member.output:
-            available[step.output_map.get(output.name, output.name)] = (output.data_type, list(output.dims), f"step '{member.name}'")
+        outputs = {t.name: t for t in member.output}
+        for step_tensor, ensemble_tensor in step.output_map.items():
+            if step_tensor not in outputs:
+                raise BuildError(f"ensemble '{ensemble.name}': step '{member.name}' has no output '{step_tensor}'")
+            output = outputs[step_tensor]
+            available[ensemble_tensor] = (output.data_type, list(output.dims), f"step '{member.name}'")
     for tensor in ensemble.output:
         if tensor.name not in available or available[tensor.name][:2] != (tensor.data_type, list(tensor.dims)):
             raise BuildError(f"ensemble '{ensemble.name}': output '{tensor.name}' is not produced with its dtype and dims")

@@ -108,7 +108,8 @@ def load_samples(path: Path) -> dict:
 
 def _as_wire(array: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "TYPE_STRING":
-        flat = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1)]
+        # plain bytes: tritonclient serialises anything else, numpy.bytes_ included, as its str()
+        flat = [bytes(v) if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1)]
         out = np.empty(len(flat), dtype=np.object_)
         out[:] = flat
         return out.reshape(array.shape)
