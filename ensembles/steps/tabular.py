@@ -2,7 +2,7 @@
 
 Its config parameter ``tritonforge_step`` (JSON) says which fields feed which input::
 
-    {"format": "auto",                      # json | csv | auto (a row starting with '{' is JSON)
+    {"format": "auto",                      # json | csv | auto (a row starting with '{' or '[' is JSON)
      "outputs": [{"name": "input", "dtype": "float32", "fields": ["a", "b"]},
                  {"name": "city", "dtype": "string", "fields": ["city"]}],
      "allow_missing": true}                 # missing numbers become NaN (the model accepts them)
@@ -30,7 +30,7 @@ def _parse_row(index, raw, spec, order):
     text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
     text = text.strip()
     kind = spec.get("format", "auto")
-    if kind == "json" or (kind == "auto" and text.startswith("{")):
+    if kind == "json" or (kind == "auto" and text[:1] in ("{", "[")):
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:

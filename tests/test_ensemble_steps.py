@@ -1,0 +1,102 @@
+"""The step templates' batch functions: what the served steps compute, row by row and field by field."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ensembles.library import load_template
+
+tabular = load_template("tabular")
+image = load_template("image")
+classify = load_template("classify")
+
+CHURN = {"format": "auto", "allow_missing": False, "outputs": [
+    {"name": "city", "dtype": "string", "fields": ["city"]},
+    {"name": "age", "dtype": "float32", "fields": ["age"]},
+    {"name": "income", "dtype": "float32", "fields": ["income"]},
+]}
+IRIS = {"format": "auto", "allow_missing": True, "outputs": [
+    {"name": "input", "dtype": "float32", "fields": ["sepal_length", "sepal_width", "petal_length", "petal_width"]},
+]}
+
+
+def test_json_and_csv_rows_give_the_same_tensors():
+    rows = [b'{"city": "nice", "age": 30, "income": 2500.5}', b"nice,30,2500.5"]
+    arrays = tabular.rows_to_inputs(rows, CHURN)
+    assert arrays["city"].tolist() == [[b"nice"], [b"nice"]] and arrays["city"].dtype == object
+    assert arrays["age"].tolist() == [[30.0], [30.0]] and arrays["income"].dtype == np.float32
+
+
+def test_missing_numbers_become_nan_where_the_model_accepts_them():
+    arrays = tabular.rows_to_inputs([b'{"sepal_length": 1, "petal_width": 2}', b"1,,,2"], IRIS)
+    assert np.isnan(arrays["input"][:, 1:3]).all() and arrays["input"][:, [0, 3]].tolist() == [[1, 2], [1, 2]]
+
+
+BAD_ROWS = [
+    ("broken JSON", [b'{"city": "nice", "age": 3'], CHURN, "row 0: not valid JSON"),
+    ("missing field", [b'{"city": "nice", "age": 30}'], CHURN, "row 0: missing field 'income'"),
+    ("number given as text", [b'{"city": "nice", "age": "old", "income": 1}'], CHURN, "row 0: field 'age' must be a number, got \"old\""),
+    ("string given as number", [b'{"city": 7, "age": 1, "income": 1}'], CHURN, "row 0: field 'city' must be a string, got 7"),
+    ("boolean for a number", [b'{"city": "x", "age": true, "income": 1}'], CHURN, "row 0: field 'age' must be a number, got true"),
+    ("unknown field", [b'{"city": "x", "age": 1, "income": 1, "zip": 9}'], CHURN, "row 0: unknown field 'zip'"),
+    ("CSV with too few values", [b'{"city": "x", "age": 1, "income": 1}', b"nice,30"], CHURN, "row 1: CSV row has 2 values, expected 3"),
+    ("JSON array, not object", [b"[1, 2]"], CHURN, "row 0: a JSON row must be an object"),
+]
+
+
+@pytest.mark.parametrize("case, rows, spec, message", BAD_ROWS, ids=[r[0] for r in BAD_ROWS])
+def test_bad_rows_are_named_by_row_and_field(case, rows, spec, message):
+    with pytest.raises(tabular.RowError) as error:
+        tabular.rows_to_inputs(rows, spec)
+    assert str(error.value).startswith(message)
+
+
+def png(height: int, width: int, mode: str = "L", noise: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    if noise:
+        pixels = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
+        Image.fromarray(pixels).save(buffer, format="PNG")
+    else:
+        Image.new(mode, (width, height), (128,) * len(mode)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+DIGITS = {"output": "input_layer", "dtype": "float32", "layout": "NHWC", "height": 28, "width": 28, "channels": 1,
+          "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
+
+
+def test_image_is_resized_scaled_and_laid_out_like_the_model():
+    batch = image.images_to_input([png(56, 40, "RGB"), png(28, 28)], DIGITS)
+    assert batch.shape == (2, 28, 28, 1) and batch.dtype == np.float32
+    assert np.allclose(batch, 128 / 255)
+    nchw = image.images_to_input([png(10, 10, "RGB")], {**DIGITS, "layout": "NCHW", "channels": 3, "height": 8, "width": 8,
+                                                       "mean": [0.5] * 3, "std": [0.5] * 3})
+    assert nchw.shape == (1, 3, 8, 8) and np.allclose(nchw, (128 / 255 - 0.5) / 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("data, message", [
+    (png(28, 28, noise=True)[:400], "row 0: cannot decode image"),
+    (b"GIF89a not really", "row 0: cannot decode image"),
+    (b"", "row 0: empty image"),
+])
+def test_unreadable_images_are_named_by_row(data, message):
+    with pytest.raises(image.RowError) as error:
+        image.images_to_input([data], DIGITS)
+    assert str(error.value).startswith(message)
+
+
+def test_classify_gives_top_k_labels_best_first_with_softmax_for_logits():
+    spec = {"input": "logits", "labels": ["a", "b", "c"], "top_k": 2, "softmax": True}
+    labels, scores = classify.top_k(np.array([[0.0, 2.0, 1.0]], np.float32), spec)
+    expected = np.exp([2.0, 1.0]) / np.exp([0.0, 2.0, 1.0]).sum()
+    assert labels.tolist() == [[b"b", b"c"]] and np.allclose(scores, [expected])
+
+
+def test_classify_keeps_probabilities_as_they_are():
+    spec = {"input": "p", "labels": ["x", "y"], "top_k": 5, "softmax": False}
+    labels, scores = classify.top_k(np.array([[0.2, 0.8]], np.float32), spec)
+    assert labels.tolist() == [[b"y", b"x"]] and np.allclose(scores, [[0.8, 0.2]])
