@@ -25,7 +25,19 @@ def _values(array: np.ndarray) -> str:
 def format_text(result: InferResult) -> str:
     """One block per output; a classified output shows each row's classes as 'label (score)'."""
     lines = [f"{result.model} (version {result.version})"]
+    # A classify step (ensembles) answers LABELS and SCORES side by side: show them as pairs.
+    paired = {}
+    labels, scores = result.outputs.get("LABELS"), result.outputs.get("SCORES")
+    if labels is not None and scores is not None and labels.shape == scores.shape and labels.ndim == 2:
+        paired = {"LABELS", "SCORES"}
+        lines.append(f"  LABELS, SCORES: top {labels.shape[1]} classes per row")
+        for i, (row_labels, row_scores) in enumerate(zip(labels, scores)):
+            shown = ", ".join(f"{_values(np.array([lab], dtype=object))} ({score:.4f})"
+                              for lab, score in zip(row_labels, row_scores))
+            lines.append(f"    row {i}: {shown}")
     for name, array in result.outputs.items():
+        if name in paired:
+            continue
         if name in result.classes:
             rows = result.classes[name]
             lines.append(f"  {name}: top {len(rows[0]) if rows else 0} classes per row")

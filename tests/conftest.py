@@ -1,3 +1,4 @@
 """Shared fixtures: each area keeps its fixtures in its own module, gathered here."""
 from fixtures_build import *  # noqa: F401,F403
 from fixtures_serving import *  # noqa: F401,F403
+from fixtures_clients import *  # noqa: F401,F403
