@@ -359,6 +359,9 @@ class Server:
                 wanted = repository_models(self.repo)
         else:
             wanted = list(self.load_models) if self.load_models else repository_models(self.repo)
+        # Ensembles last: loading one makes Triton load its missing steps from their files,
+        # without the KIND_CPU override.
+        wanted.sort(key=lambda n: (self._is_ensemble(n), n))
         failures = []
         for name in wanted:
             try:
@@ -373,6 +376,12 @@ class Server:
             self._seen[name] = _fingerprint(self.repo / name)
 
     # ---- model control ---------------------------------------------------------------
+    def _is_ensemble(self, name: str) -> bool:
+        try:
+            return read_config(self.repo / name).platform == "ensemble"
+        except ServeError:
+            return False
+
     def served_config(self, name: str):
         """The config serve-repo loads ``name`` with, and whether it differs from the file."""
         return cpu_config(read_config(self.repo / name), gpu=self.gpu)
@@ -490,7 +499,7 @@ class Server:
 
     def _poll_repository(self):
         current = {name: _fingerprint(self.repo / name) for name in repository_models(self.repo)}
-        for name, fp in current.items():
+        for name, fp in sorted(current.items(), key=lambda item: (self._is_ensemble(item[0]), item[0])):
             if fp is None or self._seen.get(name) == fp:
                 continue
             before = self._seen.get(name)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from fixtures_build import EXAMPLE_MODELS
+from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS
 from fixtures_serving import linear_samples, make_config, write_model
 from serving.check import check_repository, format_table
 
@@ -25,10 +25,12 @@ def _run(*args, timeout=900):
 def test_built_examples_pass_over_http_and_grpc_on_a_server_check_repo_starts(built_examples_repo):
     result = _run(built_examples_repo)
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()[1:] if line and not line.startswith("check-repo")]
-    checked = {(r[0], r[2]) for r in rows if r[3] == "ok"}
-    assert checked == {(m, p) for m in EXAMPLE_MODELS for p in ("http", "grpc")}
-    assert f"{2 * len(EXAMPLE_MODELS)}/{2 * len(EXAMPLE_MODELS)} checks passed" in result.stdout
+    lines = [line for line in result.stdout.splitlines()[1:] if line and not line.startswith("check-repo")]
+    assert lines and all(line.split()[3] == "ok" for line in lines), result.stdout
+    # Every model and ensemble with stored samples answered them, over both protocols.
+    sampled = {(line.split()[0], line.split()[2]) for line in lines if " rows, " in line}
+    assert sampled == {(m, p) for m in EXAMPLE_MODELS + EXAMPLE_ENSEMBLES for p in ("http", "grpc")}
+    assert f"{len(lines)}/{len(lines)} checks passed" in result.stdout
 
 
 def test_every_backend_passes_against_a_running_server(tiny_server, tiny_repo):
