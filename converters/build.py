@@ -81,7 +81,7 @@ def discover(src: Path) -> tuple[list[ModelSource], list[BuildResult]]:
 
 
 def _referenced_files(src: Path, sidecars: list[Path]) -> set[Path]:
-    """Sample and label files that sidecars name are data, not models."""
+    """Sample, label and user-step files that sidecars name are not models."""
     found = set()
     for path in sidecars:
         try:
@@ -93,9 +93,10 @@ def _referenced_files(src: Path, sidecars: list[Path]) -> set[Path]:
             blocks += [raw.get("defaults")] + list((raw.get("models") or {}).values() if isinstance(raw.get("models"), dict) else [])
         for block in blocks:
             if isinstance(block, dict):
-                for key in ("samples", "labels"):
-                    if isinstance(block.get(key), str):
-                        found.add((path.parent / block[key]).resolve())
+                steps = [block.get(role) for role in ("preprocess", "postprocess")]
+                for holder, key in [(block, "samples"), (block, "labels")] + [(step, "file") for step in steps]:
+                    if isinstance(holder, dict) and isinstance(holder.get(key), str):
+                        found.add((path.parent / holder[key]).resolve())
     return found
 
 
@@ -143,7 +144,9 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     kind = ("gpu" if adapter.neural else "cpu") if kind == "auto" else kind
     settings_key = {"format": fmt_name, "kind": kind, "max_batch_size": options.max_batch_size,
                     "warmup": options.warmup, "triton": release.name, "tritonforge": 1}
-    sidecar_files = [p for p in (source.sidecar, sidecars.folder / FOLDER_SIDECAR, sidecar.samples) if p and p.is_file()]
+    step_files = [source.path.parent / str(step["file"]) for step in (sidecar.preprocess, sidecar.postprocess)
+                  if isinstance(step, dict) and step.get("file")]
+    sidecar_files = [p for p in (source.sidecar, sidecars.folder / FOLDER_SIDECAR, sidecar.samples, *step_files) if p and p.is_file()]
     digest = layout.fingerprint([source.path] + sidecar_files, settings_key)
     latest = manifest.latest(source.name)
     done = layout.versions(repo / source.name)
@@ -201,7 +204,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
         entries, ensemble_errors = [], ()
         if sidecar.preprocess or sidecar.postprocess:
             facts = ModelFacts(signature, adapter.feature_names(model), adapter.accepts_missing, labels if labels_output else None,
-                               labels_output, _are_probabilities(expected.get(labels_output)))
+                               labels_output, _are_probabilities(expected.get(labels_output)), source.path.parent)
             entries, ensemble_errors = ensembles.plan(
                 source.name, source.path.name, sidecar, facts, model_config, samples, run_artifact,
                 lambda inputs: adapter.reference(model, inputs, signature), atol, rtol)
@@ -243,6 +246,10 @@ def _install_entry(repo: Path, entry: Entry) -> int:
         version_dir.mkdir()
         if entry.template:
             shutil.copyfile(entry.template, version_dir / "model.py")
+        for name, path in entry.files:
+            shutil.copyfile(path, version_dir / name)
+        if entry.requirements:  # for the image that serves it (deploy/triton/Dockerfile)
+            (version_dir / "requirements.txt").write_text("\n".join(entry.requirements) + "\n")
         if entry.samples:
             inputs, outputs = entry.samples
             _save_samples(version_dir / layout.SAMPLES_FILE, inputs, outputs, verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)

@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from converters import verify
 from converters.errors import BuildError
-from converters.spec import OutputError
+from converters.spec import OutputError, Signature
 
 from . import wiring
 from .library import RAW, ModelFacts, StepModel, make_step
@@ -32,6 +32,8 @@ class Entry:
     name: str
     config: mc.ModelConfig
     template: Any = None  # Path of the step's model.py
+    files: tuple = ()  # (name, source path) of files to copy beside model.py
+    requirements: tuple[str, ...] = ()  # what the step imports beyond numpy and Pillow
     samples: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
 
 
@@ -54,38 +56,50 @@ def plan(model_name: str, source: str, sidecar, facts: ModelFacts, model_config:
     ensemble = wiring.ensemble_config(ensemble_name(model_name), chain)
 
     raw = raw_samples(pre, samples)
-    served = _served(pre, post, raw, samples, run_artifact)
-    expected = _source(pre, post, raw, samples, run_source)
+    try:
+        served = _served(pre, post, raw, run_artifact)
+        expected = _source(pre, post, raw, run_source)
+    except (ValueError, TypeError) as exc:
+        hint = "; give 'samples' in the user step" if pre and pre.kind == "user" and pre.samples is None else ""
+        raise BuildError(f"{source}: ensemble '{ensemble.name}' fails on the sample rows ({type(exc).__name__}: {exc}){hint}") from None
     names = [t.name for t in ensemble.output]
     errors = tuple(verify.compare_one(n, expected[n], served[n], atol, rtol) for n in names)
     if not all(e.ok for e in errors):
         raise BuildError(f"{source}: ensemble '{ensemble.name}' does not match the source pipeline: {verify.describe_mismatch(errors)}")
-    entries = [Entry(name, configs[name], template=step.template) for name, step in steps]
-    inputs = {RAW: raw} if pre else samples
-    entries.append(Entry(ensemble.name, ensemble, samples=(inputs, {n: expected[n] for n in names})))
+    entries = [Entry(name, configs[name], template=step.template, files=step.files,
+                     requirements=tuple(step.settings.get("requirements", ()))) for name, step in steps]
+    entries.append(Entry(ensemble.name, ensemble, samples=(raw, {n: expected[n] for n in names})))
     return entries, errors
 
 
-def _served(pre: StepModel | None, post: StepModel | None, raw, samples, run_artifact: Run) -> dict[str, np.ndarray]:
-    features = pre.run({RAW: raw}) if pre else samples
+def _served(pre: StepModel | None, post: StepModel | None, raw, run_artifact: Run) -> dict[str, np.ndarray]:
+    features = pre.run(raw) if pre else raw
     outputs = run_artifact(features)
     return post.run(outputs) if post else outputs
 
 
-def _source(pre: StepModel | None, post: StepModel | None, raw, samples, run_source: Run) -> dict[str, np.ndarray]:
-    features = SOURCE_PREPROCESSING[pre.kind](raw, pre.settings) if pre else samples
+def _source(pre: StepModel | None, post: StepModel | None, raw, run_source: Run) -> dict[str, np.ndarray]:
+    # A user's own function is its own reference: there is no other implementation to compare with.
+    features = SOURCE_PREPROCESSING.get(pre.kind, _same_step(pre))(raw, pre.settings) if pre else raw
     outputs = run_source(features)
-    return SOURCE_POSTPROCESSING[post.kind](outputs, post.settings) if post else outputs
+    return SOURCE_POSTPROCESSING.get(post.kind, _same_step(post))(outputs, post.settings) if post else outputs
+
+
+def _same_step(step: StepModel):
+    return lambda values, settings: step.run(values)
 
 
 # ---- raw samples ---------------------------------------------------------------------------
-def raw_samples(pre: StepModel | None, samples: dict[str, np.ndarray]) -> np.ndarray | None:
+def raw_samples(pre: StepModel | None, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What clients of the ensemble send, made to carry the model's own sample rows where possible."""
     if pre is None:
-        return None
-    if pre.kind == "tabular":
-        return _rows(samples, pre.settings)
+        return samples
     rows = len(next(iter(samples.values())))
-    return _images(pre.settings, rows)
+    if pre.kind == "tabular":
+        return {RAW: _rows(samples, pre.settings)}
+    if pre.kind == "image":
+        return {RAW: _images(pre.settings, rows)}
+    return pre.samples or verify.sample_inputs(Signature(pre.inputs, ()), rows, np.random.default_rng(0))
 
 
 def _rows(samples: dict[str, np.ndarray], settings: dict) -> np.ndarray:
@@ -120,9 +134,10 @@ def _images(settings: dict, rows: int) -> np.ndarray:
 
 
 # ---- the source framework's own preprocessing and postprocessing ---------------------------------
-def _pandas_rows(raw: np.ndarray, settings: dict) -> dict[str, np.ndarray]:
+def _pandas_rows(raw: dict[str, np.ndarray], settings: dict) -> dict[str, np.ndarray]:
     import pandas as pd
 
+    raw = raw[RAW]
     frame = pd.DataFrame.from_records([json.loads(r) for r in raw.reshape(-1)])
     arrays = {}
     for output in settings["outputs"]:
@@ -132,9 +147,10 @@ def _pandas_rows(raw: np.ndarray, settings: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _tensorflow_images(raw: np.ndarray, settings: dict) -> dict[str, np.ndarray]:
+def _tensorflow_images(raw: dict[str, np.ndarray], settings: dict) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
+    raw = raw[RAW]
     batch = []
     for data in raw.reshape(-1):
         image = tf.io.decode_image(data, channels=settings["channels"], expand_animations=False)

@@ -5,6 +5,8 @@ A sidecar names steps like this::
     preprocess: {step: tabular, format: auto}           # JSON objects or CSV lines -> model inputs
     preprocess: {step: image, mean: [0.5], std: [0.5]}  # PNG/JPEG bytes -> image tensor
     postprocess: {step: classify, top_k: 3}             # scores or logits -> top-k labels and scores
+    preprocess: {step: user, file: steps.py, function: prepare,      # your own function
+                 inputs: [{name: TEXT, shape: [-1, 1], dtype: string}], requirements: [pillow]}
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class StepModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     settings: dict[str, Any]  # goes into the config as the JSON parameter the template reads
+    files: tuple[tuple[str, Path], ...] = ()  # extra files beside model.py: (name, source path)
+    samples: dict[str, np.ndarray] | None = None  # raw rows a user preprocess step gives for verification
 
     @property
     def template(self) -> Path:
@@ -40,7 +44,7 @@ class StepModel:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The template's own batch function, in-process: what the served step will compute."""
-        return _RUNNERS[self.kind](load_template(self.kind), inputs, self.settings)
+        return _RUNNERS[self.kind](load_template(self.kind), inputs, self)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class ModelFacts:
     labels: tuple[str, ...] | None
     scores_output: str | None  # the output that labels describe
     outputs_are_probabilities: bool
+    folder: Path = Path(".")  # where the sidecar's relative paths (a user step's file) start
 
 
 def load_template(kind: str):
@@ -126,13 +131,86 @@ def classify(where: str, raw: dict, facts: ModelFacts) -> StepModel:
     return StepModel("classify", "postprocess", (scores,), outputs, step)
 
 
-STEPS: dict[str, Callable[[str, dict, ModelFacts], StepModel]] = {"tabular": tabular, "image": image, "classify": classify}
-ROLES = {"tabular": "preprocess", "image": "preprocess", "classify": "postprocess"}
+def _tensors(where: str, key: str, raw: Any) -> tuple[TensorSpec, ...]:
+    from converters.sidecar import _inputs  # the sidecar's own checks for {name, shape, dtype} lists
 
-_RUNNERS: dict[str, Callable[[Any, dict, dict], dict]] = {
-    "tabular": lambda module, inputs, settings: module.rows_to_inputs(inputs[RAW].reshape(-1).tolist(), settings),
-    "image": lambda module, inputs, settings: {settings["output"]: module.images_to_input(inputs[RAW].reshape(-1).tolist(), settings)},
-    "classify": lambda module, inputs, settings: dict(zip(("LABELS", "SCORES"), module.top_k(inputs[settings["input"]], settings))),
+    return tuple(TensorSpec(i.name, i.dtype, i.shape) for i in _inputs(f"{where} {key}", raw))
+
+
+def user(where: str, raw: dict, facts: ModelFacts, role: str) -> StepModel:
+    settings = _settings(where, raw, {"file": None, "function": None, "inputs": None, "outputs": None, "requirements": [],
+                                      "samples": None})
+    if not settings["file"] or not settings["function"]:
+        raise BuildError(f"{where}: a user step needs 'file' (a .py beside the model) and 'function'")
+    path = facts.folder / settings["file"]
+    if not path.is_file():
+        raise BuildError(f"{where}: user step file '{settings['file']}' does not exist")
+    requirements = [str(r) for r in settings["requirements"] or []]
+    missing = [r for r in requirements if importlib.util.find_spec(_module_of(r)) is None]
+    if missing:
+        raise BuildError(f"{where}: the user step needs {', '.join(missing)}, which is not installed here, so it cannot be verified")
+    if role == "preprocess":
+        if not settings["inputs"]:
+            raise BuildError(f"{where}: a user preprocess step needs 'inputs' (what clients send)")
+        inputs, outputs = _tensors(where, "inputs", settings["inputs"]), facts.signature.inputs
+    else:
+        if not settings["outputs"]:
+            raise BuildError(f"{where}: a user postprocess step needs 'outputs' (what clients get)")
+        inputs, outputs = facts.signature.outputs, _tensors(where, "outputs", settings["outputs"])
+    template = load_template("user")
+    try:
+        template.load_function(str(path.parent), {"file": path.name, "function": settings["function"]})
+    except Exception as exc:
+        raise BuildError(f"{where}: cannot load {settings['function']} from {settings['file']} ({type(exc).__name__}: {exc})") from None
+    step = {"file": "user_step.py", "function": settings["function"], "inputs": [t.name for t in inputs],
+            "outputs": [t.name for t in outputs], "requirements": requirements}
+    samples = _user_samples(where, settings["samples"], inputs) if role == "preprocess" and settings["samples"] else None
+    return StepModel("user", role, inputs, outputs, step, files=(("user_step.py", path),), samples=samples)
+
+
+def _user_samples(where: str, raw: Any, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+    """Inline sample rows for a user preprocess step: {input name: [row, row, ...]}."""
+    names = [t.name for t in inputs]
+    if not isinstance(raw, dict) or set(raw) != set(names) or not all(isinstance(v, list) and v for v in raw.values()):
+        raise BuildError(f"{where}: 'samples' must map each input ({', '.join(names)}) to a list of rows")
+    arrays = {}
+    for spec in inputs:
+        rows = raw[spec.name]
+        dtype = object if spec.dtype == STRING else spec.dtype
+        value = np.array([r.encode() if isinstance(r, str) else r for r in rows] if dtype is object else rows, dtype=dtype)
+        arrays[spec.name] = value.reshape((len(rows),) + tuple(1 if d == DYNAMIC else d for d in spec.shape[1:]))
+    if len({len(v) for v in arrays.values()}) != 1:
+        raise BuildError(f"{where}: 'samples' lists need the same number of rows")
+    return arrays
+
+
+def _module_of(requirement: str) -> str:
+    """The import name of a requirement such as 'Pillow>=10' (a few differ from the package name)."""
+    import re
+
+    name = re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].strip().lower()
+    return {"pillow": "PIL", "scikit-learn": "sklearn", "opencv-python": "cv2", "pyyaml": "yaml"}.get(name, name.replace("-", "_"))
+
+
+def _run_user(module, inputs: dict, step: StepModel) -> dict:
+    _, path = step.files[0]
+    function = module.load_function(str(path.parent), {"file": path.name, "function": step.settings["function"]})
+    return module.call(function, {name: inputs[name] for name in step.settings["inputs"]}, step.settings)
+
+
+STEPS: dict[str, Callable[..., StepModel]] = {
+    "tabular": tabular,
+    "image": image,
+    "classify": classify,
+    "user": user,
+}
+ROLES = {"tabular": "preprocess", "image": "preprocess", "classify": "postprocess", "user": "either"}
+
+_RUNNERS: dict[str, Callable[[Any, dict, StepModel], dict]] = {
+    "tabular": lambda module, inputs, step: module.rows_to_inputs(inputs[RAW].reshape(-1).tolist(), step.settings),
+    "image": lambda module, inputs, step: {step.settings["output"]: module.images_to_input(inputs[RAW].reshape(-1).tolist(), step.settings)},
+    "classify": lambda module, inputs, step: dict(zip(("LABELS", "SCORES"), module.top_k(inputs[step.settings["input"]], step.settings))),
+    "user": _run_user,
 }
 
 
@@ -143,6 +221,8 @@ def make_step(role: str, raw: Any, facts: ModelFacts, source: str) -> StepModel:
     kind = raw["step"]
     if kind not in STEPS:
         raise BuildError(f"{where}: unknown step {kind!r} (the library has: {', '.join(STEPS)})")
+    if ROLES[kind] == "either":
+        return STEPS[kind](where, raw, facts, role)
     if ROLES[kind] != role:
         raise BuildError(f"{where}: step '{kind}' is a {ROLES[kind]} step")
     return STEPS[kind](where, raw, facts)

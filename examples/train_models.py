@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -143,6 +144,16 @@ def xgboost_regressor_with_missing(out: Path) -> None:
     regressor = xgb.XGBRegressor(n_estimators=20, max_depth=4)
     regressor.fit(x, y)
     regressor.save_model(out / "house_price_xgb.ubj")
+    # A user step: clients send "rooms=3 age=12 ..." lines, examples/house_features.py parses them.
+    shutil.copyfile(Path(__file__).with_name("house_features.py"), out / "house_features.py")
+    (out / "house_price_xgb.yaml").write_text(
+        "preprocess:\n"
+        "  step: user\n"
+        "  file: house_features.py\n"
+        "  function: parse\n"
+        "  inputs: [{name: TEXT, shape: [-1, 1], dtype: string}]\n"
+        "  samples: {TEXT: ['rooms=3 age=12 area=80', 'rooms=5 garden=1 distance=2.5', 'floor=2', 'age=40 area=120 floor=0']}\n"
+    )
 
 
 EXAMPLES = [

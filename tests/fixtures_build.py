@@ -15,9 +15,11 @@ from converters.build import BuildOptions, build_repository  # noqa: E402
 from train_models import train_examples  # noqa: E402
 
 EXAMPLE_MODELS = ("churn_pipeline", "digits_cnn", "house_price_xgb", "iris_xgb", "price_two_inputs", "torch_cnn")
-# The examples' sidecars ask for a tabular ensemble (churn_pipeline) and an image ensemble (digits_cnn).
-EXAMPLE_ENSEMBLES = ("churn_pipeline_ensemble", "digits_cnn_ensemble")
-EXAMPLE_STEPS = ("churn_pipeline_preprocess", "churn_pipeline_postprocess", "digits_cnn_preprocess", "digits_cnn_postprocess")
+# The examples' sidecars ask for a tabular ensemble (churn_pipeline), an image ensemble (digits_cnn)
+# and a user step (house_price_xgb: examples/house_features.py).
+EXAMPLE_ENSEMBLES = ("churn_pipeline_ensemble", "digits_cnn_ensemble", "house_price_xgb_ensemble")
+EXAMPLE_STEPS = ("churn_pipeline_preprocess", "churn_pipeline_postprocess", "digits_cnn_preprocess", "digits_cnn_postprocess",
+                 "house_price_xgb_preprocess")
 
 
 @pytest.fixture(scope="session")

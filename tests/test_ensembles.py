@@ -97,7 +97,7 @@ def test_broken_wiring_is_refused_at_build_time(small_chain, case, breaks, messa
 IMAGE_MODEL = Signature((TensorSpec("img", np.dtype("float32"), (-1, 3, 32, 32)),), (TensorSpec("logits", np.dtype("float32"), (-1, 5)),))
 TABLE_MODEL = Signature((TensorSpec("x", np.dtype("float32"), (-1, 4)),), (TensorSpec("y", np.dtype("float32"), (-1, 1)),))
 BAD_STEPS = [
-    ("unknown step", "preprocess", {"step": "magic"}, TABLE_MODEL, "unknown step 'magic' (the library has: tabular, image, classify)"),
+    ("unknown step", "preprocess", {"step": "magic"}, TABLE_MODEL, "unknown step 'magic' (the library has: tabular, image, classify, user)"),
     ("postprocess step as preprocess", "preprocess", {"step": "classify"}, TABLE_MODEL, "step 'classify' is a postprocess step"),
     ("no step key", "postprocess", {"top_k": 2}, TABLE_MODEL, "must be a mapping with 'step'"),
     ("classify without labels", "postprocess", {"step": "classify"}, IMAGE_MODEL, "the classify step needs class names"),
@@ -105,6 +105,9 @@ BAD_STEPS = [
     ("mean of the wrong length", "preprocess", {"step": "image", "mean": [0.5]}, IMAGE_MODEL, "'mean' and 'std' need 3 values"),
     ("unknown step setting", "preprocess", {"step": "tabular", "sep": ";"}, TABLE_MODEL, "unknown key 'sep'"),
     ("field names of the wrong count", "preprocess", {"step": "tabular", "fields": ["a"]}, TABLE_MODEL, "1 field names for input 'x' of width 4"),
+    ("user step without a file", "preprocess", {"step": "user", "function": "f"}, TABLE_MODEL, "a user step needs 'file'"),
+    ("user step file that is not there", "preprocess", {"step": "user", "file": "nope.py", "function": "f"}, TABLE_MODEL,
+     "user step file 'nope.py' does not exist"),
 ]
 
 
@@ -121,11 +124,15 @@ def client_for(server, protocol):
     return server.http_client() if protocol == "http" else server.grpc_client()
 
 
-def infer(server, protocol, model, raw: np.ndarray, datatype="BYTES"):
+def infer_raw(server, protocol, model, raw: np.ndarray, datatype="BYTES", input_name="RAW"):
     module = httpclient if protocol == "http" else grpcclient
-    tensor = module.InferInput("RAW", list(raw.shape), datatype)
+    tensor = module.InferInput(input_name, list(raw.shape), datatype)
     tensor.set_data_from_numpy(raw)
-    result = client_for(server, protocol).infer(model, [tensor])
+    return client_for(server, protocol).infer(model, [tensor])
+
+
+def infer(server, protocol, model, raw: np.ndarray, datatype="BYTES", input_name="RAW"):
+    result = infer_raw(server, protocol, model, raw, datatype, input_name)
     return result.as_numpy("LABELS"), result.as_numpy("SCORES")
 
 
@@ -164,6 +171,20 @@ def test_image_ensemble_answers_like_keras_on_the_same_png(examples_server, exam
     assert np.allclose(scores[0], probabilities[best], atol=1e-5)
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_user_step_ensemble_answers_like_the_booster_on_the_parsed_lines(examples_server, example_models, protocol):
+    import xgboost as xgb
+
+    lines = ["rooms=3 age=12 area=80", "garden=1", "rooms=1 age=3 area=20 floor=4 garden=0 distance=9"]
+    served = infer_raw(examples_server, protocol, "house_price_xgb_ensemble", as_bytes(lines), input_name="TEXT").as_numpy("variable")
+    booster = xgb.Booster(model_file=str(example_models / "house_price_xgb.ubj"))
+    features = np.full((3, 6), np.nan, np.float32)
+    features[0, :3] = [3, 12, 80]
+    features[1, 4] = 1
+    features[2] = [1, 3, 20, 4, 0, 9]
+    assert np.allclose(served.reshape(-1), booster.predict(xgb.DMatrix(features, missing=np.nan)), rtol=1e-5, atol=1e-4)
+
+
 def _png(size=28) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (size, size), dtype=np.uint8)).save(buffer, format="PNG")
@@ -172,6 +193,8 @@ def _png(size=28) -> bytes:
 
 BAD_PAYLOADS = [
     ("broken JSON", "churn_pipeline_ensemble", as_bytes(['{"city": "nice", "age": 3']), "BYTES", "row 0: not valid JSON"),
+    ("line the user step refuses", "house_price_xgb_ensemble", as_bytes(["rooms=3 pool=1"]), "BYTES",
+     "row 0: unknown feature 'pool' (known: rooms, age, area, floor, garden, distance)"),
     ("missing field", "churn_pipeline_ensemble", as_bytes(['{"city": "nice", "age": 30}']), "BYTES", "row 0: missing field 'income'"),
     ("wrong type", "churn_pipeline_ensemble", as_bytes(['{"city": "nice", "age": "old", "income": 1}']), "BYTES",
      "row 0: field 'age' must be a number"),
@@ -185,7 +208,7 @@ BAD_PAYLOADS = [
 @pytest.mark.parametrize("case, model, payload, datatype, message", BAD_PAYLOADS, ids=[r[0] for r in BAD_PAYLOADS])
 def test_bad_payload_gets_a_client_error_and_the_server_keeps_answering(examples_server, protocol, case, model, payload, datatype, message):
     with pytest.raises(InferenceServerException) as error:
-        infer(examples_server, protocol, model, payload, datatype)
+        infer_raw(examples_server, protocol, model, payload, datatype, "TEXT" if model.startswith("house") else "RAW")
     status = str(error.value.status())
     assert status in ("400", "StatusCode.INVALID_ARGUMENT"), (status, error.value.message())
     assert message in error.value.message()

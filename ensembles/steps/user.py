@@ -1,0 +1,76 @@
+"""A user step: a plain Python function from the user's own file, served as a Python-backend model.
+
+The function takes the whole batch (every row of every request Triton hands over at once) as a
+dict of numpy arrays keyed by the step's input names, and returns a dict keyed by its output
+names, each with the same number of rows. Raising ValueError answers those requests with a 400.
+
+Config parameter ``tritonforge_step`` (JSON)::
+
+    {"file": "user_step.py", "function": "prepare",
+     "inputs": ["TEXT"], "outputs": ["input"], "requirements": ["pillow"]}
+"""
+import importlib.util
+import json
+import os
+
+import numpy as np
+
+STEP_PARAMETER = "tritonforge_step"
+
+
+def load_function(folder, spec):
+    path = os.path.join(folder, spec["file"])
+    module_spec = importlib.util.spec_from_file_location("tritonforge_user_step", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return getattr(module, spec["function"])
+
+
+def call(function, batch, spec):
+    """Run the user's function on one batch and check what it gives back."""
+    rows = len(next(iter(batch.values())))
+    result = function(batch)
+    if not isinstance(result, dict) or set(result) != set(spec["outputs"]):
+        raise TypeError(f"{spec['function']} must return a dict with keys {spec['outputs']}")
+    out = {}
+    for name in spec["outputs"]:
+        value = np.asarray(result[name])
+        if len(value) != rows:
+            raise TypeError(f"{spec['function']} returned {len(value)} rows for '{name}', expected {rows}")
+        out[name] = value
+    return out
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        global pb_utils
+        import triton_python_backend_utils as pb_utils
+
+        config = json.loads(args["model_config"])
+        self.spec = json.loads(config["parameters"][STEP_PARAMETER]["string_value"])
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        self.function = load_function(folder, self.spec)  # once, not per request
+
+    def execute(self, requests):
+        batches = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.spec["inputs"]} for r in requests]
+        counts = [len(next(iter(b.values()))) for b in batches]
+        joined = {name: np.concatenate([b[name] for b in batches]) for name in self.spec["inputs"]}
+        try:
+            result = call(self.function, joined, self.spec)
+        except ValueError as exc:
+            # One call for the whole batch: on a bad row, retry each request alone so that only
+            # the requests at fault fail.
+            return [self._alone(batch) for batch in batches]
+        responses, offset = [], 0
+        for count in counts:
+            tensors = [pb_utils.Tensor(name, value[offset:offset + count]) for name, value in result.items()]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            offset += count
+        return responses
+
+    def _alone(self, batch):
+        try:
+            result = call(self.function, batch, self.spec)
+        except ValueError as exc:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in result.items()])
