@@ -83,7 +83,11 @@ class FileProbe:
 
             return joblib.load(self.path)
         except Exception as exc:  # a truncated or foreign pickle fails in many ways
-            raise BuildError(f"{self.path.name}: cannot be unpickled ({type(exc).__name__}: {one_line(exc)})") from None
+            hint = ""
+            if isinstance(exc, AttributeError) and "Can't get attribute" in str(exc):
+                hint = ("; the pickle names a class that is not importable here (defined in a script's __main__?): "
+                        "put it in a module on PYTHONPATH, or save with torch.export / skops instead")
+            raise BuildError(f"{self.path.name}: cannot be unpickled ({type(exc).__name__}: {one_line(exc)}){hint}") from None
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

@@ -43,8 +43,17 @@ def make_inputs(folder):
     torch.save(linear, folder / "pickled_module.pth")
     (folder / "pickled_module.yaml").write_text("inputs: [{name: features, shape: [-1, 5]}]\n")
 
-    # scikit-learn estimators on arrays
+    # Keras model with a dict of outputs (the exporter names them by key)
+    features = keras.Input((5,), name="features")
+    hidden = keras.layers.Dense(4, activation="relu")(features)
+    heads = keras.Model(features, {"score": keras.layers.Dense(1)(hidden), "classes": keras.layers.Dense(3, activation="softmax")(hidden)})
+    heads.save(folder / "keras_dict_outputs.keras")
+
+    # scikit-learn estimators on arrays; an SVC without probability=True has no predict_proba
     joblib.dump(RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(x, y), folder / "forest.pkl")
+    from sklearn.svm import SVC
+
+    joblib.dump(SVC().fit(x, y), folder / "svc_scores.pkl")
     joblib.dump(Ridge().fit(x, x @ np.arange(5)), folder / "ridge.joblib")
 
     # XGBoost: scikit-learn wrapper pickled, and saved as a booster JSON
@@ -72,6 +81,8 @@ def built_inputs(tmp_path_factory):
 
 @pytest.mark.parametrize("name, framework", [
     ("keras_savedmodel", "keras"),
+    ("keras_dict_outputs", "keras"),
+    ("svc_scores", "sklearn"),
     ("scripted", "pytorch"),
     ("pickled_module", "pytorch"),
     ("forest", "sklearn"),

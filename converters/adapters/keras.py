@@ -69,6 +69,11 @@ class KerasAdapter(AdapterBase):
         names = [i.name for i in model.inputs]
         ordered = [by_name[n] for n in names] if set(names) == set(by_name) else list(by_name.values())
         result = model(ordered if len(ordered) > 1 else ordered[0], training=False)
+        if isinstance(result, dict):  # exporters name dict outputs by their keys, in sorted order
+            named = {k: np.asarray(v) for k, v in result.items()}
+            if set(named) == {s.name for s in signature.outputs}:
+                return named
+            return by_position(signature, [named[k] for k in sorted(named)])
         outputs = [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
         return by_position(signature, outputs)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import is_classifier
 
 from .. import registry
 from ..errors import BuildError
@@ -51,7 +52,7 @@ class SklearnAdapter(AdapterBase):
         else:
             initial = [("input", FloatTensorType([None, int(model.n_features_in_)]))]
         # ZipMap gives a list of dicts, which Triton cannot serve: ask for plain label/probability tensors.
-        options = {id(est): {"zipmap": False} for est in _estimators(model) if hasattr(est, "predict_proba")}
+        options = {id(est): {"zipmap": False} for est in _estimators(model) if is_classifier(est)}
         try:
             proto = convert_sklearn(model, initial_types=initial, options=options, target_opset=sidecar.opset)
         except Exception as exc:
@@ -66,8 +67,11 @@ class SklearnAdapter(AdapterBase):
     def reference(self, model: Any, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
         features = _frame(model, inputs)
         names = [spec.name for spec in signature.outputs]
-        if hasattr(model, "predict_proba") and len(names) == 2:
-            return {names[0]: np.asarray(model.predict(features)), names[1]: np.asarray(model.predict_proba(features))}
+        if is_classifier(model) and len(names) == 2:
+            # Without predict_proba (an SVC without probability=True) skl2onnx's second output holds
+            # the decision function's scores.
+            scores = model.predict_proba(features) if hasattr(model, "predict_proba") else model.decision_function(features)
+            return {names[0]: np.asarray(model.predict(features)), names[1]: np.asarray(scores)}
         method = model.predict if hasattr(model, "predict") else model.transform
         result = np.asarray(method(features))
         shape = signature.outputs[0].shape
