@@ -161,24 +161,8 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
         artifact = version_dir / fmt.filename
         declared = adapter.convert(model, sidecar, fmt_name, artifact)
         signature = fmt.read_signature(artifact, declared)
-
-        rng = np.random.default_rng(0)
-        if sidecar.samples:
-            with np.load(sidecar.samples, allow_pickle=False) as data:
-                samples = verify.check_sample_inputs(dict(data), signature, sidecar.samples.name)
-        else:
-            samples = (adapter.sample_inputs(model, signature, sidecar.sample_rows, rng)
-                       or verify.sample_inputs(signature, sidecar.sample_rows, rng))
-        expected = adapter.reference(model, samples, signature)
-        run_artifact = fmt.runner(artifact)
-        actual = run_artifact(samples)
-        atol = sidecar.atol if sidecar.atol is not None else verify.DEFAULT_ATOL
-        rtol = sidecar.rtol if sidecar.rtol is not None else verify.DEFAULT_RTOL
-        errors = verify.compare(signature, expected, actual, atol, rtol)
-        if not all(e.ok for e in errors):
-            raise BuildError(f"{source.path.name}: {fmt_name} artifact does not match {adapter.framework}: "
-                             f"{verify.describe_mismatch(errors)}{adapter.mismatch_hint(model)}")
-        _save_samples(version_dir / layout.SAMPLES_FILE, samples, {k: expected[k] for k in (s.name for s in signature.outputs)}, atol, rtol)
+        checked = _verify(source, adapter, model, fmt, artifact, signature, sidecar)
+        _save_samples(version_dir / layout.SAMPLES_FILE, checked.samples, checked.expected, checked.atol, checked.rtol)
 
         labels = sidecar.labels or adapter.labels(model)
         labels_output = _labels_output(source, signature, labels)
@@ -193,49 +177,95 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
             warmup=options.warmup,
         )
         model_config = configs.build_config(source.name, fmt.platform, signature, settings)
-        (staged / "config.pbtxt").write_text(configs.render(model_config))
-        if labels_output:
-            (staged / configs.LABELS_FILE).write_text("\n".join(labels) + "\n")
-        if model_config.model_warmup:
-            warm = staged / configs.WARMUP_DIR
-            warm.mkdir()
-            for index, spec in enumerate(signature.inputs):
-                (warm / configs.warmup_file(index)).write_bytes(configs.warmup_bytes(samples[spec.name][0]))
+        _write_model_files(staged, model_config, labels if labels_output else None, checked.samples, signature)
         entries, ensemble_errors = [], ()
         if sidecar.preprocess or sidecar.postprocess:
             facts = ModelFacts(signature, adapter.feature_names(model), adapter.accepts_missing, labels if labels_output else None,
-                               labels_output, _are_probabilities(expected.get(labels_output)), source.path.parent)
+                               labels_output, _are_probabilities(checked.expected.get(labels_output)), source.path.parent)
             entries, ensemble_errors = ensembles.plan(
-                source.name, source.path.name, sidecar, facts, model_config, samples, run_artifact,
-                lambda inputs: adapter.reference(model, inputs, signature), atol, rtol)
+                source.name, source.path.name, sidecar, facts, model_config, checked.samples, checked.run_artifact,
+                lambda inputs: adapter.reference(model, inputs, signature), checked.atol, checked.rtol)
+            for entry in entries:
+                if (repo / entry.name).exists() and manifest.entry(entry.name) is None:
+                    raise BuildError(f"{repo / entry.name} exists and was not built by tritonforge; refusing to touch it")
         layout.install(repo, source.name, staged, version)
 
     record = {
         "fingerprint": digest,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "signature": signature.describe(),
-        "atol": atol,
-        "rtol": rtol,
-        "errors": {e.name: {"max_abs": e.max_abs, "max_rel": e.max_rel} for e in errors},
+        "atol": checked.atol,
+        "rtol": checked.rtol,
+        "errors": _error_record(checked.errors),
         "tools": _tool_versions(),
     }
-    common = {"framework": adapter.framework, "format": fmt_name, "platform": fmt.platform, "source": source.path.name,
-              "triton_version": release.name}
-    results = [BuildResult(source.name, source.path.name, adapter.framework, fmt_name, signature, version, "OK", errors=errors)]
+    common = {"source": source.path.name, "triton_version": release.name}
+    results = [BuildResult(source.name, source.path.name, adapter.framework, fmt_name, signature, version, "OK", errors=checked.errors)]
     for entry in entries:
         entry_version = _install_entry(repo, entry)
-        kind = "ensemble" if entry.samples else "python"
+        entry_kind = "ensemble" if entry.samples else "python"
         entry_errors = ensemble_errors if entry.samples else ()
+        entry_signature = configs.signature_of(entry.config)
         manifest.record(entry.name, entry_version,
-                        {"framework": kind, "format": kind, "platform": entry.config.platform or entry.config.backend,
-                         "source": source.path.name, "triton_version": release.name},
-                        {**record, "signature": configs.signature_of(entry.config).describe(),
-                         "errors": {e.name: {"max_abs": e.max_abs, "max_rel": e.max_rel} for e in entry_errors}})
-        results.append(BuildResult(entry.name, source.path.name, kind, kind, configs.signature_of(entry.config),
+                        {**common, "framework": entry_kind, "format": entry_kind, "platform": entry.config.platform or entry.config.backend},
+                        {**record, "signature": entry_signature.describe(), "errors": _error_record(entry_errors)})
+        results.append(BuildResult(entry.name, source.path.name, entry_kind, entry_kind, entry_signature,
                                    entry_version, "OK", errors=entry_errors))
-    manifest.record(source.name, version, common, {**record, "ensemble": [e.name for e in entries]})
+    manifest.record(source.name, version, {**common, "framework": adapter.framework, "format": fmt_name, "platform": fmt.platform},
+                    {**record, "ensemble": [e.name for e in entries]})
     manifest.save()
     return results
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The sample rows, the source framework's answers, and how far the artifact is from them."""
+
+    samples: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray]
+    errors: tuple[OutputError, ...]
+    atol: float
+    rtol: float
+    run_artifact: Callable
+
+
+def _verify(source: ModelSource, adapter, model, fmt, artifact: Path, signature: Signature, sidecar: Sidecar) -> Verified:
+    """Run the source model and the artifact on the same rows; a mismatch fails the model with the numbers."""
+    rng = np.random.default_rng(0)
+    if sidecar.samples:
+        with np.load(sidecar.samples, allow_pickle=False) as data:
+            samples = verify.check_sample_inputs(dict(data), signature, sidecar.samples.name)
+    else:
+        samples = (adapter.sample_inputs(model, signature, sidecar.sample_rows, rng)
+                   or verify.sample_inputs(signature, sidecar.sample_rows, rng))
+    expected = adapter.reference(model, samples, signature)
+    run_artifact = fmt.runner(artifact)
+    actual = run_artifact(samples)
+    atol = sidecar.atol if sidecar.atol is not None else verify.DEFAULT_ATOL
+    rtol = sidecar.rtol if sidecar.rtol is not None else verify.DEFAULT_RTOL
+    errors = verify.compare(signature, expected, actual, atol, rtol)
+    if not all(e.ok for e in errors):
+        raise BuildError(f"{source.path.name}: {fmt.name} artifact does not match {adapter.framework}: "
+                         f"{verify.describe_mismatch(errors)}{adapter.mismatch_hint(model)}")
+    expected = {spec.name: expected[spec.name] for spec in signature.outputs}
+    return Verified(samples, expected, errors, atol, rtol, run_artifact)
+
+
+def _write_model_files(staged: Path, model_config, labels: tuple[str, ...] | None, samples: dict[str, np.ndarray],
+                       signature: Signature) -> None:
+    """config.pbtxt, the labels file and the warmup rows beside the version folder."""
+    (staged / "config.pbtxt").write_text(configs.render(model_config))
+    if labels:
+        (staged / configs.LABELS_FILE).write_text("\n".join(labels) + "\n")
+    if model_config.model_warmup:
+        warm = staged / configs.WARMUP_DIR
+        warm.mkdir()
+        for index, spec in enumerate(signature.inputs):
+            (warm / configs.warmup_file(index)).write_bytes(configs.warmup_bytes(samples[spec.name][0]))
+
+
+def _error_record(errors: tuple[OutputError, ...]) -> dict[str, dict[str, float]]:
+    return {e.name: {"max_abs": e.max_abs, "max_rel": e.max_rel} for e in errors}
 
 
 def _install_entry(repo: Path, entry: Entry) -> int:

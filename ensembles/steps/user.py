@@ -57,7 +57,7 @@ class TritonPythonModel:
         joined = {name: np.concatenate([b[name] for b in batches]) for name in self.spec["inputs"]}
         try:
             result = call(self.function, joined, self.spec)
-        except ValueError as exc:
+        except ValueError:
             # One call for the whole batch: on a bad row, retry each request alone so that only
             # the requests at fault fail.
             return [self._alone(batch) for batch in batches]
