@@ -58,16 +58,26 @@ class Measure:
     server_cores: float
     concurrency: int
     processes: int
+    machine_cores: float = 0.0
     first_error: str = ""
 
     def bound(self, cores: int) -> str:
+        other = max(0.0, self.machine_cores - self.client_cores - self.server_cores)
         if self.client_cores >= 0.85 * self.processes:
             return f"client CPU ({self.client_cores:.1f} of {self.processes} client processes busy)"
-        if self.client_cores + self.server_cores >= 0.85 * cores:
+        if self.machine_cores >= 0.85 * cores:
             return (f"machine CPU (server {self.server_cores:.1f} + client {self.client_cores:.1f} "
-                    f"of {cores} cores)")
+                    f"+ other processes {other:.1f} of {cores} cores)")
         return (f"server latency, CPU not saturated (server {self.server_cores:.1f}, "
                 f"client {self.client_cores:.1f} of {cores} cores)")
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds spent busy by the whole machine (every core, every process) since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _tree_cpu_seconds(root_pid: int) -> float:
@@ -173,11 +183,12 @@ def drive(label: str, job: dict, *, concurrency: int, processes: int, seconds: f
         w.start()
     while time.time() < start_at:
         time.sleep(0.005)
-    server_cpu0 = _tree_cpu_seconds(server_pid)
+    server_cpu0, machine0 = _tree_cpu_seconds(server_pid), _machine_busy_seconds()
     t0 = time.monotonic()
     results = [queue.get(timeout=seconds + 120) for _ in workers]
     wall = time.monotonic() - t0
     server_cpu = _tree_cpu_seconds(server_pid) - server_cpu0
+    machine = _machine_busy_seconds() - machine0
     for w in workers:
         w.join(timeout=30)
         if w.is_alive():
@@ -196,6 +207,7 @@ def drive(label: str, job: dict, *, concurrency: int, processes: int, seconds: f
         server_cores=server_cpu / max(wall, 1e-9),
         concurrency=concurrency,
         processes=processes,
+        machine_cores=machine / max(wall, 1e-9),
         first_error=errors[0] if errors else "",
     )
 
@@ -329,6 +341,12 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def _ratio(a: Measure, b: Measure) -> str:
+    ratio = f"{a.requests_per_s / b.requests_per_s:.2f}x"
+    errors = a.errors + b.errors
+    return f"{ratio} (invalid: {errors} failed requests)" if errors else ratio
+
+
 # ---- the run --------------------------------------------------------------------------------
 @dataclass
 class Row:
@@ -349,7 +367,7 @@ class Report:
 
 def _rate(m: Measure, unit="req/s") -> str:
     value = m.rows_per_s if unit == "rows/s" else m.requests_per_s
-    err = f", {m.errors} errors" if m.errors else ""
+    err = f", {m.errors} errors, first: {m.first_error[:120]!r}" if m.errors else ""
     return f"{value:,.0f} {unit} (p50 {m.p50_ms:.1f} ms, p99 {m.p99_ms:.1f} ms{err})"
 
 
@@ -421,7 +439,7 @@ def run(args) -> Report:
                         else:
                             off = m
             report.rows.append(Row(f"dynamic batching on vs off ({SMALL_MODEL}, {CONCURRENCY} clients, gRPC)",
-                                   _rate(on), _rate(off), f"{on.requests_per_s / off.requests_per_s:.2f}x",
+                                   _rate(on), _rate(off), _ratio(on, off),
                                    f"on: {on.bound(cores)}; off: {off.bound(cores)}"))
 
             # 2. served vs in-process at the best batch size (compute-heavy model)
@@ -432,6 +450,10 @@ def run(args) -> Report:
             heavy_job = {"kind": "grpc", "url": server.grpc_url, "model": HEAVY_MODEL,
                          "arrays": {"input": rng.random((1, 1024), dtype=np.float32)}, "outputs": ["output"]}
             served = drive(HEAVY_MODEL, heavy_job, concurrency=CONCURRENCY, **common)
+            batched = drive(f"{HEAVY_MODEL} x64", {**heavy_job, "arrays": {"input": rng.random((64, 1024), dtype=np.float32)}},
+                            concurrency=4, rows=64, **common)
+            report.details.append(f"served {HEAVY_MODEL}, 4 clients x 64 rows per request: {_rate(batched, 'rows/s')} "
+                                  f"= {batched.rows_per_s / best:.2f}x of the in-process best; {batched.bound(cores)}")
             print(f"  served {HEAVY_MODEL}: {_rate(served, 'rows/s')}; in-process best {best:,.0f} rows/s at batch {batch}", flush=True)
             report.rows.append(Row(f"served vs in-process ONNX Runtime ({HEAVY_MODEL}: 4x1024 MLP, {CONCURRENCY} clients x 1 row, gRPC)",
                                    _rate(served, "rows/s"), f"{best:,.0f} rows/s in-process at batch {batch}",
@@ -453,7 +475,7 @@ def run(args) -> Report:
             print(f"  triton http: {_rate(triton_http)}; fastapi: {_rate(plain)}", flush=True)
             report.rows.append(Row(f"Triton vs FastAPI + uvicorn ({SMALL_MODEL}, {CONCURRENCY} clients, HTTP JSON)",
                                    _rate(triton_http), _rate(plain),
-                                   f"{triton_http.requests_per_s / plain.requests_per_s:.2f}x",
+                                   _ratio(triton_http, plain),
                                    f"Triton: {triton_http.bound(cores)}; FastAPI: {plain.bound(cores)}",
                                    "FastAPI: one worker, one ONNX Runtime call per request, no batching"))
 
@@ -468,7 +490,7 @@ def run(args) -> Report:
                 b = drive(bare, grpc_job(bare), concurrency=CONCURRENCY, **common)
                 print(f"  {ensemble}: {_rate(e)}; {bare}: {_rate(b)}", flush=True)
                 report.rows.append(Row(f"ensemble vs its bare model ({ensemble} vs {bare}, {CONCURRENCY} clients, gRPC)",
-                                       _rate(e), _rate(b), f"{e.requests_per_s / b.requests_per_s:.2f}x",
+                                       _rate(e), _rate(b), _ratio(e, b),
                                        f"ensemble: {e.bound(cores)}; bare: {b.bound(cores)}",
                                        "ensemble: raw rows/images in, pre- and postprocessing steps on the server"))
     finally:
