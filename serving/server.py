@@ -465,6 +465,19 @@ class Server:
             return
         for stub in dead:
             self._stubs.pop(stub.pid, None)
+        # A reload (a config override, a new version, an ensemble's dependency loaded again)
+        # starts new stubs for the same instances, then retires the old ones while the model
+        # stays READY: a stub whose instance lives on in a newer process was replaced, not lost.
+        # Treating those as crashes reloads the model again, which retires stubs again: a loop.
+        # The stub named after the model itself (not an instance) serves no request: the
+        # Python backend starts it to read the model's config and ends it once the model is
+        # loaded, so its end is never a crash either.
+        alive = {(s.model, s.version, s.instance) for s in self._stubs.values()}
+        benign = [s for s in dead if (s.model, s.version, s.instance) in alive or s.instance == s.model]
+        self._remove_regions(s.shm_region for s in benign)
+        dead = [s for s in dead if s not in benign]
+        if not dead:
+            return
         states = self.model_states()
         for model in sorted({s.model for s in dead}):
             died = [s for s in dead if s.model == model]

@@ -51,3 +51,35 @@ def _regions_of_live_stubs(server) -> set[str]:
     from serving.server import _proc_children_stubs
 
     return {argv[2] for state, argv in _proc_children_stubs(server.process.pid).values() if state != "Z" and len(argv) > 2}
+
+
+def _reload_and_settle(server, model, config_json=None):
+    """Load ``model`` again with a different config (a real reload); wait until its old stubs are gone."""
+    server._scan_stubs()
+    old = {s.pid for s in server._stubs.values() if s.model == model}
+    if config_json is None:
+        server.load(model)
+    else:
+        server.grpc_client().load_model(model, config=config_json)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and old & {s.pid for s in server._stubs.values()}:
+        time.sleep(0.25)
+    time.sleep(2)  # a few monitor rounds after the old stubs are gone
+    return old
+
+
+def test_a_reload_that_replaces_backend_processes_is_not_taken_for_a_crash(examples_server):
+    from google.protobuf import json_format
+
+    # A client (or a poll) reloading a model with another config is a real reload: Triton starts
+    # new stubs, then retires the old ones while the model stays READY.
+    recoveries_before = len(examples_server.recoveries)
+    config, _ = examples_server.served_config("iris_xgb")
+    config.dynamic_batching.max_queue_delay_microseconds += 100
+    try:
+        old = _reload_and_settle(examples_server, "iris_xgb", json_format.MessageToJson(config))
+        assert not old & {s.pid for s in examples_server._stubs.values()}, "the reload did not replace the stubs"
+        assert len(examples_server.recoveries) == recoveries_before
+        assert examples_server.model_states()[("iris_xgb", "1")] == "READY"
+    finally:
+        _reload_and_settle(examples_server, "iris_xgb")  # back to the config on disk
