@@ -16,7 +16,7 @@ from ..sidecar import Sidecar
 from ..spec import Signature
 from .base import AdapterBase
 
-BOOSTER_SUFFIXES = (".json", ".ubj", ".bin", ".model", ".xgb", ".deprecated")
+OLD_BINARY_SUFFIXES = (".bin", ".model", ".xgb", ".deprecated")
 MISSING_SHARE = 0.1
 ONNXMLTOOLS_MAX_OPSET = 15  # onnxmltools 1.16's XGBoost converter refuses newer ai.onnx opsets  # sample rows get some NaN, since boosters route missing values
 
@@ -39,13 +39,13 @@ class XGBoostAdapter(AdapterBase):
     def detect(self, probe: FileProbe) -> bool:
         if probe.path.is_dir():
             return False
-        if probe.suffix in BOOSTER_SUFFIXES and not probe.is_plain_pickle:
-            return b"learner" in probe.head or probe.suffix in (".bin", ".model", ".xgb", ".deprecated", ".ubj")
-        if probe.is_plain_pickle:
-            import xgboost as xgb
+        if not probe.is_plain_pickle:
+            # JSON and UBJSON boosters open with their "learner" object, whatever the file is called;
+            # the pre-1.0 binary format has no such mark, so only its usual names are tried.
+            return b"learner" in probe.head or probe.suffix in OLD_BINARY_SUFFIXES
+        import xgboost as xgb
 
-            return isinstance(probe.unpickle(), (xgb.Booster, xgb.XGBModel))
-        return False
+        return isinstance(probe.unpickle(), (xgb.Booster, xgb.XGBModel))
 
     def load(self, probe: FileProbe, sidecar: Sidecar) -> XGBoostSource:
         import xgboost as xgb
