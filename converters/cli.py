@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .build import DEFAULT_MAX_BATCH_SIZE, BuildOptions, build_repository
@@ -27,9 +28,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_frameworks() -> None:
+    """The report is the output: keep the frameworks' start-up chatter about missing GPUs and
+    optional packages (torchvision) off the terminal; errors still come through."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("TORCH_LOGS", "-onnx")  # torch resets its loggers on import: ask it by name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _quiet_frameworks()
     options = BuildOptions(args.format, args.device, args.allow_pickle, args.triton_version, args.max_batch_size, args.warmup)
 
     def progress(index: int, total: int, name: str) -> None:
