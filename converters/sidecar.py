@@ -92,7 +92,8 @@ def _dtype(where: str, value: Any) -> np.dtype:
         raise BuildError(f"{where}: input dtype {value!r} is not a numpy dtype name (float32, int64, string...)") from None
 
 
-def _inputs(where: str, value: Any) -> tuple[InputOverride, ...]:
+def tensor_list(where: str, value: Any) -> tuple[InputOverride, ...]:
+    """A list of {name, shape, dtype} tensors, checked (sidecar inputs, user step tensors)."""
     if not isinstance(value, list) or not value:
         raise BuildError(f"{where}: 'inputs' must be a list of {{name, shape, dtype}}")
     parsed = []
@@ -130,7 +131,7 @@ def parse(raw: Any, where: str, base: Path) -> dict[str, Any]:
         "format": lambda v: {"format": _choice(where, "format", v, FORMATS)},
         "device": lambda v: {"device": _choice(where, "device", v, DEVICES)},
         "instances": lambda v: {"instances": _int(where, "instances", v, 1)},
-        "inputs": lambda v: {"inputs": _inputs(where, v)},
+        "inputs": lambda v: {"inputs": tensor_list(where, v)},
         "labels": lambda v: {"labels": _labels(where, v, base)},
         "max_batch_size": lambda v: {"max_batch_size": _int(where, "max_batch_size", v)},
         "dynamic_batching": lambda v: _dynamic_batching(where, v),

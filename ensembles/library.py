@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from converters.errors import BuildError
+from converters.sidecar import tensor_list
 from converters.spec import DYNAMIC, Signature, TensorSpec
 
 STEPS_DIR = Path(__file__).parent / "steps"
@@ -132,9 +133,7 @@ def classify(where: str, raw: dict, facts: ModelFacts) -> StepModel:
 
 
 def _tensors(where: str, key: str, raw: Any) -> tuple[TensorSpec, ...]:
-    from converters.sidecar import _inputs  # the sidecar's own checks for {name, shape, dtype} lists
-
-    return tuple(TensorSpec(i.name, i.dtype, i.shape) for i in _inputs(f"{where} {key}", raw))
+    return tuple(TensorSpec(i.name, i.dtype, i.shape) for i in tensor_list(f"{where} {key}", raw))
 
 
 def user(where: str, raw: dict, facts: ModelFacts, role: str) -> StepModel:

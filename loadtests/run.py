@@ -13,6 +13,7 @@ start, or no request at all), 2 if Locust did not run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -165,6 +166,17 @@ def read_summary(options: LoadOptions) -> LoadSummary:
     )
 
 
+def _stop_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def run_load(options: LoadOptions) -> LoadSummary:
     """Run Locust headless (bounded by duration + grace), then write and return the summary."""
     out = Path(options.out).resolve()
@@ -176,15 +188,13 @@ def run_load(options: LoadOptions) -> LoadSummary:
         try:
             process.wait(timeout=options.duration + GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            # The group is the one started above: Locust and its --processes workers.
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
             raise LoadError(f"Locust ran past {options.duration + GRACE_SECONDS:.0f}s and was stopped; "
                             f"see {log}") from None
+        finally:
+            # Also on Ctrl-C or any error here: Locust runs in its own session, so nothing else
+            # would stop it. The group is the one started above: Locust and its workers.
+            if process.poll() is None:
+                _stop_group(process)
     if not (out / "locust_stats.csv").is_file():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise LoadError(f"Locust exited with status {process.returncode} and wrote no stats:\n{tail}")
