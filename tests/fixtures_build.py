@@ -1,6 +1,7 @@
 """Builder fixtures: the example models trained once, and built once, per test session."""
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,11 @@ EXAMPLE_MODELS = ("churn_pipeline", "digits_cnn", "house_price_xgb", "iris_xgb",
 EXAMPLE_ENSEMBLES = ("churn_pipeline_ensemble", "digits_cnn_ensemble", "house_price_xgb_ensemble")
 EXAMPLE_STEPS = ("churn_pipeline_preprocess", "churn_pipeline_postprocess", "digits_cnn_preprocess", "digits_cnn_postprocess",
                  "house_price_xgb_preprocess")
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``: equal digests mean nothing was written there."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="session")

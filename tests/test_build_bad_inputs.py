@@ -4,7 +4,6 @@ Each row is a broken folder entry and the words a user must see.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from fixtures_build import tree_digest
 
 from converters.build import BuildOptions, build_repository
 from converters.errors import BuildError
@@ -117,10 +117,6 @@ def _scripted(folder: Path) -> None:
         torch.jit.trace(torch.nn.Linear(3, 2), torch.randn(2, 3)).save(str(folder / "scripted.pt"))
 
 
-def digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture()
 def repo_with_good_model(example_models, tmp_path):
     models = tmp_path / "models"
@@ -135,7 +131,7 @@ def repo_with_good_model(example_models, tmp_path):
 @pytest.mark.parametrize("case, make, model, message", BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
 def test_bad_input_is_refused_with_one_line_and_loses_nothing(repo_with_good_model, example_models, case, make, model, message):
     models, repo = repo_with_good_model
-    before = digest(repo)
+    before = tree_digest(repo)
     make(models, example_models)
     allow_pickle = case != "pickle without --allow-pickle"
     results = {r.name: r for r in build_repository(models, repo, BuildOptions(allow_pickle=allow_pickle))}
@@ -144,7 +140,7 @@ def test_bad_input_is_refused_with_one_line_and_loses_nothing(repo_with_good_mod
     assert failed.reason.startswith(message) or message in failed.reason, failed.reason
     assert "\n" not in failed.reason and "Traceback" not in failed.reason
     assert results["house_price_xgb"].status == "UNCHANGED"
-    assert digest(repo) == before
+    assert tree_digest(repo) == before
 
 
 WHOLE_BUILD_ERRORS = [
@@ -163,7 +159,7 @@ def test_whole_build_refusals(example_models, tmp_path, case, prepare, out, opti
     models.mkdir()
     shutil.copy(example_models / "price_two_inputs.h5", models)
     prepare(tmp_path)
-    before = digest(tmp_path / out) if (tmp_path / out).is_dir() else None
+    before = tree_digest(tmp_path / out) if (tmp_path / out).is_dir() else None
     try:
         results = build_repository(models, tmp_path / out, BuildOptions(**options))
     except BuildError as exc:
@@ -171,7 +167,7 @@ def test_whole_build_refusals(example_models, tmp_path, case, prepare, out, opti
     else:
         assert [r.status for r in results] == ["FAILED"] and message in results[0].reason
     if before is not None:
-        assert digest(tmp_path / out) == before
+        assert tree_digest(tmp_path / out) == before
 
 
 def test_cli_reports_failures_with_exit_code_and_no_traceback(example_models, tmp_path):

@@ -1,18 +1,13 @@
 """Writing: a no-op rebuild changes nothing, a changed model becomes the next version, old versions stay."""
 from __future__ import annotations
 
-import hashlib
 import shutil
-from pathlib import Path
 
 import pytest
+from fixtures_build import tree_digest
 
 from converters.build import BuildOptions, build_repository
 from converters.layout import STAGING_PREFIX
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture()

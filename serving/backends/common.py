@@ -170,46 +170,33 @@ def check_config(
             f"unable to load model '{model}', configuration expects {expected} inputs, "
             f"model provides {len(inputs)}"
         )
-    by_name = {t.name: t for t in inputs}
-    allowed = ", ".join(sorted(by_name))
     for io in cfg_inputs:
-        name, dtype = io["name"], io.get("data_type", "TYPE_INVALID")
         if io.get("optional", False) and mbs != 0:
             raise ConfigRefused(
-                f"unable to load model '{model}', optional input '{name}' is not supported "
+                f"unable to load model '{model}', optional input '{io['name']}' is not supported "
                 "for models that support batching"
             )
-        spec = by_name.get(name)
-        if spec is None:
-            raise ConfigRefused(f"unexpected inference input '{name}', allowed inputs are: {allowed}")
-        if dtype not in NUMPY_OF_TYPE:
-            raise ConfigRefused(f"unsupported datatype {dtype} for input '{name}' for model '{model}'")
-        if dtype != spec.dtype:
-            raise ConfigRefused(
-                f"unable to load model '{model}', configuration expects datatype {dtype} for "
-                f"input '{name}', model provides {spec.dtype}"
-            )
-        if spec.shape is not None and len(spec.shape) > 0:
-            _compare_dims(model, name, spec.shape, _config_dims(io), mbs, exact=False)
-
-    out_by_name = {t.name: t for t in outputs}
-    allowed_out = ", ".join(sorted(out_by_name))
+        _check_tensor(model, "input", io, inputs, mbs, exact=False)
     for io in args.outputs():
-        name, dtype = io["name"], io.get("data_type", "TYPE_INVALID")
-        spec = out_by_name.get(name)
-        if spec is None:
-            raise ConfigRefused(
-                f"unexpected inference output '{name}', allowed outputs are: {allowed_out}"
-            )
-        if dtype not in NUMPY_OF_TYPE:
-            raise ConfigRefused(f"unsupported datatype {dtype} for output '{name}' for model '{model}'")
-        if dtype != spec.dtype:
-            raise ConfigRefused(
-                f"unable to load model '{model}', configuration expects datatype {dtype} for "
-                f"output '{name}', model provides {spec.dtype}"
-            )
-        if spec.shape is not None and len(spec.shape) > 0:
-            _compare_dims(model, name, spec.shape, _config_dims(io), mbs, exact=exact_output_dims)
+        _check_tensor(model, "output", io, outputs, mbs, exact=exact_output_dims)
+
+
+def _check_tensor(model: str, kind: str, io: dict, specs: list[TensorSpec], mbs: int, *, exact: bool) -> None:
+    """One config tensor against the artifact's: name, dtype, dims, in the real backend's words."""
+    by_name = {t.name: t for t in specs}
+    name, dtype = io["name"], io.get("data_type", "TYPE_INVALID")
+    spec = by_name.get(name)
+    if spec is None:
+        raise ConfigRefused(f"unexpected inference {kind} '{name}', allowed {kind}s are: {', '.join(sorted(by_name))}")
+    if dtype not in NUMPY_OF_TYPE:
+        raise ConfigRefused(f"unsupported datatype {dtype} for {kind} '{name}' for model '{model}'")
+    if dtype != spec.dtype:
+        raise ConfigRefused(
+            f"unable to load model '{model}', configuration expects datatype {dtype} for "
+            f"{kind} '{name}', model provides {spec.dtype}"
+        )
+    if spec.shape is not None and len(spec.shape) > 0:
+        _compare_dims(model, name, spec.shape, _config_dims(io), mbs, exact=exact)
 
 
 def to_bytes_objects(array: np.ndarray) -> np.ndarray:
