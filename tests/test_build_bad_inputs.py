@@ -102,9 +102,21 @@ BAD_INPUTS = [
      "iris_xgb.json: 2 labels given, but no output has 2 classes"),
     ("sample rows of the wrong width", wrong_samples, "iris_xgb", "iris_xgb.json: rows.npz: input 'input' has shape [3, 7], the model takes [-1, 4]"),
     ("TorchScript without input shapes", lambda f, e: _scripted(f), "scripted", "scripted.pt: a TorchScript archive records no input shapes"),
+    ("XGBoost with categorical features", lambda f, e: _categorical_booster(f), "categorical",
+     "categorical.json: the booster uses categorical features (enable_categorical), which onnxmltools cannot convert"),
     ("two files, one model name", clash, "price", "name clash: price.h5 and price.keras would both become model 'price'"),
     ("sidecar without a model", text("ghost.yaml", "labels: [a]\n"), "ghost", "ghost.yaml: sidecar for a model that is not in the folder"),
 ]
+
+
+def _categorical_booster(folder: Path) -> None:
+    import pandas as pd
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"color": pd.Categorical(rng.choice(["red", "blue"], 40)), "size": rng.random(40)})
+    model = xgb.XGBClassifier(n_estimators=2, enable_categorical=True, tree_method="hist")
+    model.fit(frame, rng.integers(0, 2, 40)).save_model(folder / "categorical.json")
 
 
 def _scripted(folder: Path) -> None:

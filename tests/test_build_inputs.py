@@ -54,6 +54,21 @@ def make_inputs(folder):
     from sklearn.svm import SVC
 
     joblib.dump(SVC().fit(x, y), folder / "svc_scores.pkl")
+    # outlier detection and clustering: a label and scores, no probabilities
+    from sklearn.cluster import KMeans
+    from sklearn.ensemble import IsolationForest
+
+    joblib.dump(IsolationForest(n_estimators=5, random_state=0).fit(x), folder / "outliers.pkl")
+    joblib.dump(KMeans(3, n_init=2, random_state=0).fit(x), folder / "clusters.pkl")
+    # a text classifier: one string per row
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["good movie", "bad film", "great acting", "awful plot"] * 5
+    joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, [1, 0, 1, 0] * 5), folder / "sentiment.pkl")
+    # an XGBoost ranker (its score is a raw margin)
+    xgb.XGBRanker(n_estimators=5).fit(x, rng.integers(0, 3, 80), qid=np.repeat(np.arange(8), 10)).save_model(folder / "ranker.json")
     joblib.dump(Ridge().fit(x, x @ np.arange(5)), folder / "ridge.joblib")
 
     # XGBoost: scikit-learn wrapper pickled, and saved as a booster JSON
@@ -83,6 +98,10 @@ def built_inputs(tmp_path_factory):
     ("keras_savedmodel", "keras"),
     ("keras_dict_outputs", "keras"),
     ("svc_scores", "sklearn"),
+    ("outliers", "sklearn"),
+    ("clusters", "sklearn"),
+    ("sentiment", "sklearn"),
+    ("ranker", "xgboost"),
     ("scripted", "pytorch"),
     ("pickled_module", "pytorch"),
     ("forest", "sklearn"),
@@ -109,6 +128,12 @@ def test_fixed_first_dimension_gets_max_batch_size_zero_and_full_dims(built_inpu
     config = configs.read(repo / "fixed_batch" / "config.pbtxt")
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
     assert list(config.input[0].dims) == [4, 3] and list(config.output[0].dims) == [4, 3]
+
+
+def test_text_pipeline_takes_one_string_per_row(built_inputs):
+    repo, results = built_inputs
+    config = configs.read(repo / "sentiment" / "config.pbtxt")
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("text", configs.triton_type(np.dtype(object)), [1])]
 
 
 def test_sklearn_classifier_labels_come_from_the_model(built_inputs):

@@ -21,6 +21,8 @@ from ..spec import Signature
 from .base import AdapterBase
 
 STRING = np.dtype(object)
+TEXT_INPUT = "text"
+ML_OPSET = 3
 
 
 class SklearnAdapter(AdapterBase):
@@ -36,9 +38,14 @@ class SklearnAdapter(AdapterBase):
         return isinstance(probe.unpickle(), BaseEstimator)
 
     def load(self, probe: FileProbe, sidecar: Sidecar) -> Any:
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
         model = probe.unpickle()
-        if not hasattr(model, "n_features_in_") and not hasattr(model, "feature_names_in_"):
-            raise BuildError(f"{probe.path.name}: the {type(model).__name__} is not fitted")
+        try:
+            check_is_fitted(model)
+        except NotFittedError:
+            raise BuildError(f"{probe.path.name}: the {type(model).__name__} is not fitted") from None
         return model
 
     def convert(self, model: Any, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
@@ -49,12 +56,20 @@ class SklearnAdapter(AdapterBase):
         if columns:
             initial = [(name, StringTensorType([None, 1]) if dtype == STRING else FloatTensorType([None, 1]))
                        for name, dtype in columns.items()]
+        elif takes_text(model):
+            initial = [(TEXT_INPUT, StringTensorType([None, 1]))]
         else:
             initial = [("input", FloatTensorType([None, int(model.n_features_in_)]))]
         # ZipMap gives a list of dicts, which Triton cannot serve: ask for plain label/probability tensors.
         options = {id(est): {"zipmap": False} for est in _estimators(model) if is_classifier(est)}
+        if takes_text(model):
+            # ONNX Runtime lowercases text in a named locale (en_US.UTF-8 by default), which many
+            # hosts and images lack: "C" is always there.
+            options[id(_text_vectorizer(model))] = {"locale": "C"}
+        # skl2onnx 1.20 writes some trees (IsolationForest) only up to ai.onnx.ml 3.
+        opsets = {"": sidecar.opset, "ai.onnx.ml": ML_OPSET}
         try:
-            proto = convert_sklearn(model, initial_types=initial, options=options, target_opset=sidecar.opset)
+            proto = convert_sklearn(model, initial_types=initial, options=options, target_opset=opsets)
         except Exception as exc:
             unsupported = re.search(r"shape calculator for type '<class '[\w.]*?(\w+)'>'", str(exc))
             if unsupported:
@@ -67,10 +82,15 @@ class SklearnAdapter(AdapterBase):
     def reference(self, model: Any, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
         features = _frame(model, inputs)
         names = [spec.name for spec in signature.outputs]
-        if is_classifier(model) and len(names) == 2:
-            # Without predict_proba (an SVC without probability=True) skl2onnx's second output holds
-            # the decision function's scores.
-            scores = model.predict_proba(features) if hasattr(model, "predict_proba") else model.decision_function(features)
+        if len(names) == 2 and hasattr(model, "predict"):
+            # skl2onnx's second output: probabilities of a classifier, else its decision scores (an
+            # SVC without probability=True, an outlier detector), else distances (KMeans.transform).
+            if is_classifier(model) and hasattr(model, "predict_proba"):
+                scores = model.predict_proba(features)
+            elif hasattr(model, "decision_function"):
+                scores = model.decision_function(features)
+            else:
+                scores = model.transform(features)
             return {names[0]: np.asarray(model.predict(features)), names[1]: np.asarray(scores)}
         method = model.predict if hasattr(model, "predict") else model.transform
         result = np.asarray(method(features))
@@ -78,6 +98,9 @@ class SklearnAdapter(AdapterBase):
         return {names[0]: result.reshape((-1,) + tuple(d if d > 0 else 1 for d in shape[1:])) if len(shape) > 1 else result}
 
     def sample_inputs(self, model: Any, signature: Signature, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        if takes_text(model):
+            words = np.array(sorted(_text_vectorizer(model).vocabulary_) or ["text"], dtype=object)
+            return {TEXT_INPUT: np.array([[" ".join(rng.choice(words, 3))] for _ in range(rows)], dtype=object)}
         categories = _categories(model)
         samples = {}
         for spec in signature.inputs:
@@ -126,7 +149,21 @@ def _categories(model: Any) -> dict[str, list]:
     return found
 
 
+def _text_vectorizer(model: Any):
+    from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
+
+    first = next(iter(_estimators(model.steps[0][1]))) if hasattr(model, "steps") else model
+    return first if isinstance(first, (CountVectorizer, HashingVectorizer)) else None
+
+
+def takes_text(model: Any) -> bool:
+    """A pipeline that starts with a text vectorizer takes one string per row."""
+    return _text_vectorizer(model) is not None
+
+
 def _frame(model: Any, inputs: dict[str, np.ndarray]):
+    if takes_text(model):
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in inputs[TEXT_INPUT][:, 0]]
     columns = column_types(model)
     if not columns:
         return next(iter(inputs.values()))

@@ -72,10 +72,17 @@ class XGBoostAdapter(AdapterBase):
         from onnxmltools import convert_xgboost
         from onnxmltools.convert.common.data_types import FloatTensorType
 
+        if any(t == "c" for t in (model.booster.feature_types or [])):
+            raise BuildError("the booster uses categorical features (enable_categorical), which onnxmltools "
+                             "cannot convert; one-hot or ordinal encode them before training")
         booster = model.booster.copy()
         # onnxmltools refuses feature names not of the form f0, f1...
         booster.feature_names = None
         booster.feature_types = None
+        if model.objective.startswith("rank:"):
+            # A ranker's score is its raw margin, as a squared-error regressor's is; onnxmltools
+            # would otherwise build a classifier. Verification checks the numbers either way.
+            booster.set_param({"objective": "reg:squarederror"})
         try:
             proto = convert_xgboost(booster, initial_types=[("input", FloatTensorType([None, model.num_features]))],
                                     target_opset=min(sidecar.opset, ONNXMLTOOLS_MAX_OPSET))
