@@ -104,9 +104,29 @@ BAD_INPUTS = [
     ("TorchScript without input shapes", lambda f, e: _scripted(f), "scripted", "scripted.pt: a TorchScript archive records no input shapes"),
     ("XGBoost with categorical features", lambda f, e: _categorical_booster(f), "categorical",
      "categorical.json: the booster uses categorical features (enable_categorical), which onnxmltools cannot convert"),
+    ("TorchScript trace that fixed a shape", lambda f, e: _lstm_program(f), "lstm",
+     "lstm.pt2: model.pt: the TorchScript archive crashed"),
     ("two files, one model name", clash, "price", "name clash: price.h5 and price.keras would both become model 'price'"),
     ("sidecar without a model", text("ghost.yaml", "labels: [a]\n"), "ghost", "ghost.yaml: sidecar for a model that is not in the folder"),
 ]
+
+
+def _lstm_program(folder: Path) -> None:
+    """An LSTM whose traced TorchScript keeps the batch size of the trace, and aborts at another."""
+    import torch
+
+    class Sequence(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(4, 8, batch_first=True)
+
+        def forward(self, steps: torch.Tensor) -> torch.Tensor:
+            return self.lstm(steps)[0][:, -1]
+
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(Sequence().eval(), (torch.randn(2, 5, 4),), dynamic_shapes={"steps": {0: batch}})
+    torch.export.save(program, folder / "lstm.pt2")
+    (folder / "lstm.yaml").write_text("format: torchscript\n")
 
 
 def _categorical_booster(folder: Path) -> None:
