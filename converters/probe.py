@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickletools
+import re
 import zipfile
 from functools import cached_property
 from pathlib import Path
@@ -90,6 +91,11 @@ class FileProbe:
             raise BuildError(f"{self.path.name}: cannot be unpickled ({type(exc).__name__}: {one_line(exc)}){hint}") from None
 
 
+_NATIVE_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ")  # XGBoost's "[05:33:12] /src/x.cc:779: "
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    # Native libraries append their C++ stack; the sentence before it is the cause.
+    text = _NATIVE_PREFIX.sub("", text.split(" Stack trace:")[0])
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -139,22 +139,3 @@ def test_text_pipeline_takes_one_string_per_row(built_inputs):
 def test_sklearn_classifier_labels_come_from_the_model(built_inputs):
     repo, _ = built_inputs
     assert (repo / "forest" / "labels.txt").read_text().split() == ["0", "1", "2"]
-
-
-@pytest.mark.slow
-def test_multi_target_xgboost_regressor_is_verified_not_trusted(tmp_path):
-    import xgboost as xgb
-
-    rng = np.random.default_rng(0)
-    x = rng.random((100, 4)).astype(np.float32)
-    regressor = xgb.XGBRegressor(n_estimators=5, tree_method="hist", multi_strategy="multi_output_tree")
-    regressor.fit(x, np.stack([x[:, 0], x[:, 1] * 3], axis=1))
-    models = tmp_path / "models"
-    models.mkdir()
-    regressor.save_model(models / "two_targets.json")
-    [result] = build_repository(models, tmp_path / "repo")
-    if result.status == "OK":  # only if verification proved the numbers right
-        assert all(e.ok for e in result.errors) and result.signature.outputs[0].shape[-1] == 2
-    else:
-        assert result.reason.startswith("two_targets.json: ")
-        assert not (tmp_path / "repo" / "two_targets").exists()
