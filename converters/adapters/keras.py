@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import registry
 from ..errors import BuildError
+from ..native import import_tensorflow
 from ..probe import FileProbe, one_line
 from ..sidecar import Sidecar
 from ..spec import Signature
@@ -33,8 +34,7 @@ class KerasAdapter(AdapterBase):
         return probe.has_member("config.json") and probe.has_member("model.weights.h5")
 
     def load(self, probe: FileProbe, sidecar: Sidecar) -> Any:
-        import keras
-        import tensorflow as tf
+        tf, keras = import_tensorflow()
 
         try:
             if probe.path.is_dir():
