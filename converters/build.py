@@ -56,7 +56,7 @@ Progress = Callable[[int, int, str], None]
 def discover(src: Path) -> tuple[list[ModelSource], list[BuildResult]]:
     """Every file or folder in ``src`` is one model, except sidecars and the files they point to."""
     if not src.is_dir():
-        raise BuildError(f"{src}: the input folder does not exist" if not src.exists() else f"{src}: is a file, not a folder of models")
+        raise BuildError(f"{src}: the input folder does not exist")
     entries = sorted(p for p in src.iterdir() if not p.name.startswith(".") and p.name != FOLDER_SIDECAR)
     sidecars = {p.stem: p for p in entries if p.is_file() and p.suffix in SIDECAR_SUFFIXES}
     referenced = _referenced_files(src, list(sidecars.values()) + [src / FOLDER_SIDECAR])
@@ -109,8 +109,20 @@ def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(
     src, dst = Path(src), Path(dst)
     release = parse_release(options.triton_version)
     layout.check_output_folder(dst)
+    only = None
+    if src.is_file():  # one model file: build it alone, with its sidecar beside it
+        src, only = src.parent, layout.model_name(src)
     sources, results = discover(src)
+    if only is not None:
+        sources = [s for s in sources if s.name == only]
+        results = [r for r in results if r.name == only]
     sidecars = FolderSidecars(src)
+    with layout.exclusive(dst):
+        return _build_all(sources, results, sidecars, dst, options, release, progress)
+
+
+def _build_all(sources: list[ModelSource], results: list[BuildResult], sidecars: FolderSidecars, dst: Path,
+               options: BuildOptions, release, progress: Progress | None) -> list[BuildResult]:
     manifest = layout.Manifest(dst)
     existing = {p.name for p in dst.iterdir() if p.is_dir()} if dst.is_dir() else set()
     for index, source in enumerate(sources, 1):

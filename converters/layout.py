@@ -55,11 +55,32 @@ def versions(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"))
 
 
+LOCK_FILE = ".tritonforge.lock"
+
+
+@contextmanager
+def exclusive(repo: Path) -> Iterator[None]:
+    """One build at a time per repository: two would race on versions and the manifest."""
+    import fcntl
+
+    repo.mkdir(parents=True, exist_ok=True)
+    with open(repo / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildError(f"{repo}: another build-repo is writing this repository; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextmanager
 def staging(repo: Path, name: str) -> Iterator[Path]:
-    """A scratch folder inside the repository (same filesystem, so moving it in is one rename)."""
+    """A scratch folder beside the repository: on the same filesystem, so that moving it in is
+    one rename, but outside it, so that a Triton polling the repository never sees it."""
     repo.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-", dir=repo))
+    path = Path(tempfile.mkdtemp(prefix=f".{repo.resolve().name}{STAGING_PREFIX}{name}-", dir=repo.resolve().parent))
     try:
         yield path
     finally:

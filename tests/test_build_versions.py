@@ -45,7 +45,8 @@ def test_no_staging_folder_is_left_behind(small_models, tmp_path):
     repo = tmp_path / "repo"
     (small_models / "broken.onnx").write_bytes(b"not onnx")
     build_repository(small_models, repo)
-    assert not [p for p in repo.iterdir() if p.name.startswith(STAGING_PREFIX)]
+    assert not [p for p in repo.rglob("*") if STAGING_PREFIX in p.name]
+    assert not [p for p in tmp_path.iterdir() if STAGING_PREFIX in p.name]
 
 
 def test_another_format_is_a_new_version_with_the_new_platform(example_models, tmp_path):
@@ -57,3 +58,21 @@ def test_another_format_is_a_new_version_with_the_new_platform(example_models, t
     [result] = build_repository(models, repo, BuildOptions(format="savedmodel"))
     assert result.version == 2 and (repo / "price_two_inputs" / "1" / "model.onnx").is_file()
     assert 'platform: "tensorflow_savedmodel"' in (repo / "price_two_inputs" / "config.pbtxt").read_text()
+
+
+def test_a_single_model_file_builds_alone_with_its_sidecar(small_models, tmp_path):
+    results = build_repository(small_models / "iris_xgb.json", tmp_path / "repo")
+    assert [(r.name, r.status) for r in results] == [("iris_xgb", "OK")]
+    assert (tmp_path / "repo" / "iris_xgb" / "labels.txt").read_text().split() == ["setosa", "versicolor", "virginica"]
+    assert not (tmp_path / "repo" / "house_price_xgb").exists()
+
+
+def test_a_second_build_of_the_same_repository_is_refused_while_one_runs(small_models, tmp_path):
+    from converters.errors import BuildError
+    from converters.layout import exclusive
+
+    repo = tmp_path / "repo"
+    with exclusive(repo):
+        with pytest.raises(BuildError, match="another build-repo is writing this repository"):
+            build_repository(small_models, repo)
+    assert [r.status for r in build_repository(small_models, repo)] == ["OK", "OK"]
