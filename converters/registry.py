@@ -55,16 +55,6 @@ def register(adapter: Adapter) -> Adapter:
     return adapter
 
 
-def registered() -> tuple[str, ...]:
-    _load_builtin()
-    return tuple(_ADAPTERS)
-
-
-def get(framework: str) -> Adapter:
-    _load_builtin()
-    return _ADAPTERS[framework]
-
-
 def detect(probe: FileProbe) -> Adapter:
     """The adapter that recognises this file, or a one-line refusal naming it."""
     _load_builtin()

@@ -22,7 +22,7 @@ keyed by model name; a model's own sidecar wins over both.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,5 +221,3 @@ class FolderSidecars:
             values.update(parse(_read_yaml(own), own.name, own.parent))
         return replace(Sidecar(), source=own, **values)
 
-
-SIDECAR_FIELDS = tuple(f.name for f in fields(Sidecar))
