@@ -12,8 +12,8 @@ from converters.formats.onnx import signature_of
 from converters.layout import SAMPLES_FILE
 from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS, EXAMPLE_STEPS
 
-FRAMEWORKS = {"churn_pipeline": "sklearn", "digits_cnn": "keras", "house_price_xgb": "xgboost",
-              "iris_xgb": "xgboost", "price_two_inputs": "keras", "torch_cnn": "pytorch"}
+FRAMEWORKS = {"churn_pipeline": "sklearn", "digits_cnn": "tensorflow", "house_price_xgb": "xgboost",
+              "iris_xgb": "xgboost", "price_two_inputs": "tensorflow", "torch_cnn": "pytorch"}
 
 
 def test_every_example_builds_and_verifies(built_examples):

@@ -95,8 +95,8 @@ def built_inputs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, framework", [
-    ("keras_savedmodel", "keras"),
-    ("keras_dict_outputs", "keras"),
+    ("keras_savedmodel", "tensorflow"),
+    ("keras_dict_outputs", "tensorflow"),
     ("svc_scores", "sklearn"),
     ("outliers", "sklearn"),
     ("clusters", "sklearn"),

@@ -22,7 +22,7 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 class KerasAdapter(AdapterBase):
-    framework = "keras"
+    framework = "tensorflow"  # Keras files and TensorFlow SavedModels alike
     formats = ("onnx", "savedmodel")
     neural = True
 
