@@ -22,7 +22,7 @@ keyed by model name; a model's own sidecar wins over both.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,6 @@ class Sidecar:
     opset: int = 17
     preprocess: dict | None = None
     postprocess: dict | None = None
-    source: Path | None = field(default=None, compare=False)
 
 
 def _int(where: str, key: str, value: Any, minimum: int = 0) -> int:
@@ -219,5 +218,5 @@ class FolderSidecars:
         values.update(self.per_model.get(name, {}))
         if own is not None:
             values.update(parse(_read_yaml(own), own.name, own.parent))
-        return replace(Sidecar(), source=own, **values)
+        return replace(Sidecar(), **values)
 

@@ -1,7 +1,7 @@
 """Small typed values that describe a model's contract: tensors, signatures and build results."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,7 +77,6 @@ class BuildResult:
     reason: str = ""
     errors: tuple[OutputError, ...] = ()
     seconds: float = 0.0
-    warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
