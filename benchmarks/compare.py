@@ -240,7 +240,7 @@ def scratch_repository(built: Path, dst: Path) -> None:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from serving.server import read_config
+    from tritonforge.serving.server import read_config
 
     shutil.copytree(built, dst)
     config = read_config(dst / SMALL_MODEL)
@@ -312,7 +312,7 @@ if __name__ == "__main__":
 
 
 def start_fastapi(model_path: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    from serving.server import free_port
+    from tritonforge.serving.server import free_port
 
     app = workdir / "fastapi_app.py"
     app.write_text(FASTAPI_APP)
@@ -373,7 +373,7 @@ def _rate(m: Measure, unit="req/s") -> str:
 
 def build_times(workdir: Path) -> tuple[Path, float, float, int]:
     sys.path.insert(0, str(ROOT / "examples"))
-    from converters.build import BuildOptions, build_repository
+    from tritonforge.converters.build import BuildOptions, build_repository
     from train_models import train_examples
 
     models = train_examples(workdir / "models")
@@ -388,15 +388,15 @@ def build_times(workdir: Path) -> tuple[Path, float, float, int]:
 
 
 def _samples_payload(repo: Path, model: str, spec):
-    from loadtests.payload import make_payload
+    from tritonforge.loadtests.payload import make_payload
 
     return make_payload(spec, repo, source="auto", rows=1)
 
 
 def run(args) -> Report:
-    from clients.client import TritonClient
-    from loadtests.payload import http_body
-    from serving.server import serve
+    from tritonforge.clients.client import TritonClient
+    from tritonforge.loadtests.payload import http_body
+    from tritonforge.serving.server import serve
 
     cores = os.cpu_count() or 1
     report = Report()
@@ -500,7 +500,7 @@ def run(args) -> Report:
 
 def _bare_model(repo: Path, ensemble: str) -> str:
     """The ensemble's step that is not a Python-backend step: the converted model itself."""
-    from serving.server import read_config
+    from tritonforge.serving.server import read_config
 
     for step in read_config(repo / ensemble).ensemble_scheduling.step:
         if read_config(repo / step.model_name).platform not in ("", "ensemble"):

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _scratch_repo(repo: Path, model: str, dst: Path) -> dict[str, str]:
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from serving.server import read_config
+    from tritonforge.serving.server import read_config
 
     src = repo / model
     version = max((p.name for p in src.iterdir() if p.name.isdigit()), key=int)
@@ -94,7 +94,7 @@ def _one_row_inputs(repo: Path, model: str, config):
     import tritonclient.grpc as grpcclient
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from serving.check import _as_wire, _triton_datatype, load_samples
+    from tritonforge.serving.check import _as_wire, _triton_datatype, load_samples
 
     version = max((p.name for p in (repo / model).iterdir() if p.name.isdigit()), key=int)
     samples = load_samples(repo / model / version / "samples.npz")
@@ -116,14 +116,14 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args(argv)
 
-    from serving.server import read_config, serve
+    from tritonforge.serving.server import read_config, serve
 
     with tempfile.TemporaryDirectory(prefix="tritonforge-bench-") as tmp:
         tmp = Path(tmp)
         repo = args.repo
         if repo is None:
             sys.path.insert(0, str(ROOT / "examples"))
-            from converters.build import BuildOptions, build_repository
+            from tritonforge.converters.build import BuildOptions, build_repository
             from train_models import train_examples
 
             repo = tmp / "built"

@@ -4,12 +4,12 @@
   ``infer(model, {input: array}, top_k=k)`` returns an :class:`InferResult`.
 - :func:`read_inputs`: .npy/.npz, JSON, CSV rows or image files -> arrays for the model's inputs.
 - :func:`format_text` / :func:`format_json`: print answers (labels with scores for classifiers).
-- ``triton-infer`` (``clients.cli``): the command over all of it.
+- ``triton-infer`` (``tritonforge.clients.cli``): the command over all of it.
 """
-from clients.client import AsyncTritonClient, Class, InferResult, ServerError, TritonClient
-from clients.inputs import InputError, read_inputs
-from clients.output import format_json, format_text
-from clients.spec import ModelSpec, TensorSpec
+from tritonforge.clients.client import AsyncTritonClient, Class, InferResult, ServerError, TritonClient
+from tritonforge.clients.inputs import InputError, read_inputs
+from tritonforge.clients.output import format_json, format_text
+from tritonforge.clients.spec import ModelSpec, TensorSpec
 
 __all__ = [
     "AsyncTritonClient", "Class", "InferResult", "InputError", "ModelSpec", "ServerError",

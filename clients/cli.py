@@ -14,9 +14,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from clients.client import DEFAULT_URLS, PROTOCOLS, AsyncTritonClient, ServerError, TritonClient
-from clients.inputs import InputError, read_inputs
-from clients.output import format_json, format_text
+from tritonforge.clients.client import DEFAULT_URLS, PROTOCOLS, AsyncTritonClient, ServerError, TritonClient
+from tritonforge.clients.inputs import InputError, read_inputs
+from tritonforge.clients.output import format_json, format_text
 
 
 def parser() -> argparse.ArgumentParser:

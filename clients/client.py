@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from clients.inputs import conform
-from clients.spec import ModelSpec
+from tritonforge.clients.inputs import conform
+from tritonforge.clients.spec import ModelSpec
 
 PROTOCOLS = ("http", "grpc")
 DEFAULT_URLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.spec import ModelSpec, TensorSpec
+from tritonforge.clients.spec import ModelSpec, TensorSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _IGNORED_NPZ_KEYS = {"atol", "rtol"}

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from clients.client import InferResult
+from tritonforge.clients.client import InferResult
 
 _MAX_VALUES = 12
 

@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from ensembles.build import Entry
-from ensembles import build as ensembles
-from ensembles.library import ModelFacts
+from tritonforge.ensembles.build import Entry
+from tritonforge.ensembles import build as ensembles
+from tritonforge.ensembles.library import ModelFacts
 
 from . import config as configs
 from . import formats, layout, registry, verify

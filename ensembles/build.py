@@ -15,9 +15,9 @@ from typing import Any, Callable
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from converters import verify
-from converters.errors import BuildError
-from converters.spec import OutputError, Signature
+from tritonforge.converters import verify
+from tritonforge.converters.errors import BuildError
+from tritonforge.converters.spec import OutputError, Signature
 
 from . import wiring
 from .library import RAW, ModelFacts, StepModel, make_step

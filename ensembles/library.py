@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from converters.errors import BuildError
-from converters.sidecar import tensor_list
-from converters.spec import DYNAMIC, Signature, TensorSpec
+from tritonforge.converters.errors import BuildError
+from tritonforge.converters.sidecar import tensor_list
+from tritonforge.converters.spec import DYNAMIC, Signature, TensorSpec
 
 STEPS_DIR = Path(__file__).parent / "steps"
 RAW = "RAW"

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from converters.native import import_tensorflow
+from tritonforge.converters.native import import_tensorflow
 
 DIGITS = [str(i) for i in range(10)]
 IRIS_CLASSES = ["setosa", "versicolor", "virginica"]

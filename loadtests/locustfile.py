@@ -54,8 +54,8 @@ def _payload(host: str, protocol: str, options):
     """The model's spec and payload, fetched over HTTP or gRPC once per process."""
     from pathlib import Path
 
-    from clients.client import TritonClient
-    from loadtests.payload import make_payload
+    from tritonforge.clients.client import TritonClient
+    from tritonforge.loadtests.payload import make_payload
 
     key = (host, protocol, options.model, options.model_version, options.payload, options.rows)
     if key not in _payloads:
@@ -75,7 +75,7 @@ class TritonHttpUser(FastHttpUser):
     wait_time = constant(0)
 
     def on_start(self):
-        from loadtests.payload import http_body
+        from tritonforge.loadtests.payload import http_body
 
         options = self.environment.parsed_options
         payload = _payload(self.host, "http", options)
@@ -111,7 +111,7 @@ class TritonGrpcUser(User):
     def on_start(self):
         import tritonclient.grpc as grpcclient
 
-        from loadtests.payload import grpc_inputs
+        from tritonforge.loadtests.payload import grpc_inputs
 
         options = self.environment.parsed_options
         self.target = _strip_scheme(self.host)

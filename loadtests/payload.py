@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.inputs import conform
-from clients.spec import ModelSpec
+from tritonforge.clients.inputs import conform
+from tritonforge.clients.spec import ModelSpec
 
 PAYLOAD_SOURCES = ("auto", "samples", "metadata")
 

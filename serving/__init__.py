@@ -1,15 +1,15 @@
 """Serving a tritonforge model repository on a real Triton, with no Docker and no GPU.
 
-- ``serving.server``: :func:`serve` / :class:`Server`, the bundled ``tritonserver`` (from the
+- ``tritonforge.serving.server``: :func:`serve` / :class:`Server`, the bundled ``tritonserver`` (from the
   nvidia-pytriton wheel) on a repository: free or chosen ports on 127.0.0.1, control modes
   ``none``/``poll``/``explicit``, KIND_GPU served as KIND_CPU through the load API, reload of a
   model whose backend process died, clean stop (processes and /dev/shm regions).
-- ``serving.backends``: CPU backends written in Python for the platforms build-repo writes
+- ``tritonforge.serving.backends``: CPU backends written in Python for the platforms build-repo writes
   (``onnxruntime``, ``pytorch``, ``tensorflow``), each refusing a config that does not fit its
   artifact and serving a dynamic batch in one framework call.
-- ``serving.check``: :func:`check_repository`, the served answers against the stored samples.
-- ``serving.cli``: the ``serve-repo`` and ``check-repo`` console scripts.
+- ``tritonforge.serving.check``: :func:`check_repository`, the served answers against the stored samples.
+- ``tritonforge.serving.cli``: the ``serve-repo`` and ``check-repo`` console scripts.
 """
-from serving.server import Server, ServeError, serve
+from tritonforge.serving.server import Server, ServeError, serve
 
 __all__ = ["Server", "ServeError", "serve"]

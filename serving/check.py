@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import json_format
 
-from serving.backends.common import NUMPY_OF_TYPE
-from serving.server import ServeError, read_config, repository_models
+from tritonforge.serving.backends.common import NUMPY_OF_TYPE
+from tritonforge.serving.server import ServeError, read_config, repository_models
 
 PROTOCOLS = ("http", "grpc")
 

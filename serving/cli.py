@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from serving.server import CONTROL_MODES, Server, ServeError
+from tritonforge.serving.server import CONTROL_MODES, Server, ServeError
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -104,7 +104,7 @@ def _check_parser() -> argparse.ArgumentParser:
 
 
 def check_main(argv=None) -> int:
-    from serving.check import PROTOCOLS, check_repository, format_table
+    from tritonforge.serving.check import PROTOCOLS, check_repository, format_table
 
     args = _check_parser().parse_args(argv)
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)

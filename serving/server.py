@@ -43,7 +43,7 @@ from pathlib import Path
 
 from google.protobuf import json_format, text_format
 
-from serving.backends import BACKEND_NAMES, BACKENDS_DIR
+from tritonforge.serving.backends import BACKEND_NAMES, BACKENDS_DIR
 
 log = logging.getLogger("serve-repo")
 

@@ -169,7 +169,7 @@ def tiny_repo(tiny_artifacts, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_server(tiny_repo):
     """tiny_repo served once per session (explicit mode, every model loaded at start)."""
-    from serving.server import serve
+    from tritonforge.serving.server import serve
 
     with serve(tiny_repo, control_mode="explicit", load_models=("*",)) as server:
         yield server
@@ -178,7 +178,7 @@ def tiny_server(tiny_repo):
 @pytest.fixture(scope="session")
 def examples_server(built_examples_repo):
     """The built examples served once per session (none mode: what check-repo starts)."""
-    from serving.server import serve
+    from tritonforge.serving.server import serve
 
     with serve(built_examples_repo, control_mode="none", ready_timeout=600) as server:
         yield server

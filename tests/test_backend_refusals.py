@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures_serving import make_config, write_model
-from serving.server import ServeError
+from tritonforge.serving.server import ServeError
 
 F32_IN = [("input", "TYPE_FP32", [4])]
 F32_OUT = [("output", "TYPE_FP32", [3])]

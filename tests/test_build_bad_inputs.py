@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from fixtures_build import tree_digest
 
-from converters.build import BuildOptions, build_repository
-from converters.errors import BuildError
+from tritonforge.converters.build import BuildOptions, build_repository
+from tritonforge.converters.errors import BuildError
 
 GOOD = "house_price_xgb.ubj"
 

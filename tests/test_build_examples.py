@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
-from converters import config as configs
-from converters.formats.onnx import signature_of
-from converters.layout import SAMPLES_FILE
+from tritonforge.converters import config as configs
+from tritonforge.converters.formats.onnx import signature_of
+from tritonforge.converters.layout import SAMPLES_FILE
 from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS, EXAMPLE_STEPS
 
 FRAMEWORKS = {"churn_pipeline": "sklearn", "digits_cnn": "tensorflow", "house_price_xgb": "xgboost",

@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from converters import config as configs
-from converters.build import BuildOptions, build_repository
-from converters.formats import get as get_format
+from tritonforge.converters import config as configs
+from tritonforge.converters.build import BuildOptions, build_repository
+from tritonforge.converters.formats import get as get_format
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import joblib
 import numpy as np
 import pytest
 
-from converters import config as configs
-from converters.build import BuildOptions, build_repository
+from tritonforge.converters import config as configs
+from tritonforge.converters.build import BuildOptions, build_repository
 
 
 class TwoHeads:

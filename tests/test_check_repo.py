@@ -11,7 +11,7 @@ from google.protobuf import text_format
 
 from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS
 from fixtures_serving import linear_samples, make_config, write_model
-from serving.check import check_repository, format_table
+from tritonforge.serving.check import check_repository, format_table
 
 CHECK_REPO = str(Path(sys.executable).parent / "check-repo")
 TINY_MODELS = ("onnx_linear", "onnx_strings", "torch_linear", "tf_linear")

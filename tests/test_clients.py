@@ -12,9 +12,9 @@ import pytest
 import tritonclient.http as httpclient
 
 import fixtures_build
-from clients import AsyncTritonClient, InputError, TritonClient, read_inputs
-from clients.cli import main as triton_infer
-from loadtests.payload import samples_path
+from tritonforge.clients import AsyncTritonClient, InputError, TritonClient, read_inputs
+from tritonforge.clients.cli import main as triton_infer
+from tritonforge.loadtests.payload import samples_path
 
 PROTOCOLS = ("http", "grpc")
 EXAMPLE_MODELS = fixtures_build.EXAMPLE_MODELS
@@ -176,7 +176,7 @@ def test_unusable_input_files_are_refused_with_the_reason(served_examples, capsy
 
 
 def test_unreachable_server_is_reported_with_the_address(capsys, tmp_path):
-    from serving.server import free_port
+    from tritonforge.serving.server import free_port
 
     path = tmp_path / "row.npy"
     np.save(path, np.zeros((1, 4), np.float32))

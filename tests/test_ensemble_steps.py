@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ensembles.library import load_template
+from tritonforge.ensembles.library import load_template
 
 tabular = load_template("tabular")
 image = load_template("image")

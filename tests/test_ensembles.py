@@ -12,11 +12,11 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from converters import config as configs
-from converters.errors import BuildError
-from converters.spec import Signature, TensorSpec
-from ensembles import wiring
-from ensembles.library import ModelFacts, make_step
+from tritonforge.converters import config as configs
+from tritonforge.converters.errors import BuildError
+from tritonforge.converters.spec import Signature, TensorSpec
+from tritonforge.ensembles import wiring
+from tritonforge.ensembles.library import ModelFacts, make_step
 
 
 def read(repo, name):

@@ -14,7 +14,7 @@ import pytest
 
 import fixtures_build
 from fixtures_clients import ensembles_in
-from loadtests.run import LoadOptions, read_summary, run_load
+from tritonforge.loadtests.run import LoadOptions, read_summary, run_load
 
 PROTOCOLS = ("http", "grpc")
 SECONDS = 6

@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from fixtures_serving import WEIGHTS, make_config, write_model
-from serving.server import ServeError, Server, serve
+from tritonforge.serving.server import ServeError, Server, serve
 
 
 def _infer(server, model, name, array, datatype="FP32", protocol="grpc"):

@@ -48,7 +48,7 @@ def test_a_killed_backend_process_is_replaced_within_ten_seconds(tiny_server, ca
 
 
 def _regions_of_live_stubs(server) -> set[str]:
-    from serving.server import _proc_children_stubs
+    from tritonforge.serving.server import _proc_children_stubs
 
     return {argv[2] for state, argv in _proc_children_stubs(server.process.pid).values() if state != "Z" and len(argv) > 2}
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from converters.build import BuildOptions, build_repository
+from tritonforge.converters.build import BuildOptions, build_repository
 from fixtures_serving import WEIGHTS, onnx_linear
-from serving.server import serve
+from tritonforge.serving.server import serve
 
 
 @pytest.mark.slow

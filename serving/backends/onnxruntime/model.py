@@ -6,7 +6,7 @@ of Triton's C++ ONNX Runtime backend and its thread parameters ``intra_op_thread
 """
 import numpy as np
 
-from serving.backends.common import BatchedModel, ModelArgs, TensorSpec, check_config, refuse
+from tritonforge.serving.backends.common import BatchedModel, ModelArgs, TensorSpec, check_config, refuse
 
 # ONNX Runtime type strings -> Triton config types.
 _ORT_TYPES = {

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from serving.backends.common import (
+from tritonforge.serving.backends.common import (
     NUMPY_OF_TYPE, BatchedModel, ConfigRefused, ModelArgs, _compare_dims, _config_dims, refuse, shape_str,
 )
 

@@ -7,7 +7,7 @@ its thread settings from --backend-config, not per model, so there is no paramet
 """
 import numpy as np
 
-from serving.backends.common import BatchedModel, ConfigRefused, ModelArgs, TensorSpec, check_config, refuse
+from tritonforge.serving.backends.common import BatchedModel, ConfigRefused, ModelArgs, TensorSpec, check_config, refuse
 
 
 def _spec(name, spec) -> TensorSpec:

@@ -1,0 +1,77 @@
+"""``config.pbtxt`` as a ``ModelConfig`` message: rendered with ``text_format`` and parsed back, never
+formatted by hand; the labels and warmup files a config names."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .dtypes import config_type, numpy_dtype
+from .layout import CONFIG_FILE
+from .tensors import DYNAMIC, Signature, TensorSpec
+
+
+class ConfigError(ValueError):
+    """A config.pbtxt that cannot be read; the message names the file."""
+
+
+def data_type(dtype) -> int:
+    """The ``DataType`` enum value of a numpy dtype or a type name."""
+    return mc.DataType.Value(config_type(dtype))
+
+
+def dtype_of(data_type_value: int) -> np.dtype:
+    return numpy_dtype(mc.DataType.Name(data_type_value))
+
+
+def render(config: mc.ModelConfig) -> str:
+    text = text_format.MessageToString(config)
+    parse(text)  # the text must read back as the same message
+    return text
+
+
+def parse(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def read(path: Path) -> mc.ModelConfig:
+    """A config file (``<model>/config.pbtxt`` or a model folder) as a message."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    try:
+        return parse(path.read_text())
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
+        raise ConfigError(f"{path}: cannot read the model config: {exc}") from None
+
+
+def write(path: Path, config: mc.ModelConfig) -> None:
+    """Write atomically: a polling Triton sees the old file or the new one, never half of one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(render(config))
+    os.replace(temporary, path)
+
+
+def signature_of(config: mc.ModelConfig) -> Signature:
+    """The tensors a config declares, batch dimension included when it batches."""
+    lead = (DYNAMIC,) if config.max_batch_size > 0 else ()
+
+    def specs(tensors):
+        return tuple(TensorSpec(t.name, dtype_of(t.data_type), lead + tuple(t.dims)) for t in tensors)
+
+    return Signature(specs(config.input), specs(config.output))
+
+
+def warmup_bytes(row: np.ndarray) -> bytes:
+    """One input row in the raw layout Triton reads warmup files in (BYTES: 4-byte length + data each)."""
+    if row.dtype == object or row.dtype.kind in "US":
+        out = bytearray()
+        for item in row.reshape(-1):
+            data = item if isinstance(item, bytes) else str(item).encode()
+            out += len(data).to_bytes(4, "little") + data
+        return bytes(out)
+    return np.ascontiguousarray(row).tobytes()

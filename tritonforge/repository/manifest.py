@@ -1,0 +1,47 @@
+"""``manifest.json``: what each entry was built from and how well it verified, per version."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .layout import MANIFEST_FILE
+
+
+class ManifestError(ValueError):
+    """A manifest.json that cannot be read; the message names the file."""
+
+
+class Manifest:
+    """The manifest of one repository: ``{"models": {name: {..., "versions": {n: record}}}}``."""
+
+    def __init__(self, repo: Path) -> None:
+        self.path = Path(repo) / MANIFEST_FILE
+        self.data: dict[str, Any] = {"tritonforge": "0.1.0", "models": {}}
+        if self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{self.path}: is not valid JSON ({exc.msg} at line {exc.lineno}); fix or remove it") from None
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        return self.data["models"].get(name)
+
+    def latest(self, name: str) -> dict[str, Any] | None:
+        entry = self.entry(name)
+        if not entry:
+            return None
+        return entry["versions"].get(str(entry["latest_version"]))
+
+    def record(self, name: str, version: int, common: dict[str, Any], record: dict[str, Any]) -> None:
+        entry = self.data["models"].setdefault(name, {"versions": {}})
+        entry.update(common)
+        entry["latest_version"] = version
+        entry["versions"][str(version)] = record
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{MANIFEST_FILE}.tmp")
+        temporary.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, self.path)
