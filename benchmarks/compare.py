@@ -373,7 +373,7 @@ def _rate(m: Measure, unit="req/s") -> str:
 
 def build_times(workdir: Path) -> tuple[Path, float, float, int]:
     sys.path.insert(0, str(ROOT / "examples"))
-    from tritonforge.converters.build import BuildOptions, build_repository
+    from tritonforge.builder import BuildOptions, build_repository
     from train_models import train_examples
 
     models = train_examples(workdir / "models")

@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         repo = args.repo
         if repo is None:
             sys.path.insert(0, str(ROOT / "examples"))
-            from tritonforge.converters.build import BuildOptions, build_repository
+            from tritonforge.builder import BuildOptions, build_repository
             from train_models import train_examples
 
             repo = tmp / "built"

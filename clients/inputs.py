@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from tritonforge.clients.spec import ModelSpec, TensorSpec
+from tritonforge.repository import read_samples
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-_IGNORED_NPZ_KEYS = {"atol", "rtol"}
 
 
 class InputError(ValueError):
@@ -61,7 +61,7 @@ def conform(array, tensor: TensorSpec, spec: ModelSpec) -> np.ndarray:
         array = to_bytes_array(array)
     else:
         try:
-            array = np.asarray(array, dtype=tensor.numpy_dtype)
+            array = np.asarray(array, dtype=tensor.dtype)
         except (TypeError, ValueError) as exc:
             raise InputError(
                 f"input '{tensor.name}' of model '{spec.name}' is {tensor.datatype}: {exc}"
@@ -130,12 +130,7 @@ def _read_one(path: Path, spec: ModelSpec) -> dict[str, object]:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {}
-        for key in data.files:
-            if key.startswith("output/") or key in _IGNORED_NPZ_KEYS:
-                continue
-            arrays[key.removeprefix("input/")] = data[key]
+    arrays = read_samples(path).inputs
     if not arrays:
         raise InputError(f"{path}: no input arrays (keys '<name>' or 'input/<name>')")
     return arrays
@@ -286,6 +281,6 @@ def _read_image(path: Path, spec: ModelSpec) -> dict[str, object]:
         pixels = pixels.transpose(2, 0, 1)
     elif layout == "HW":
         pixels = pixels[:, :, 0]
-    if np.issubdtype(np.dtype(tensor.numpy_dtype), np.floating):
+    if np.issubdtype(np.dtype(tensor.dtype), np.floating):
         pixels = pixels.astype(np.float32) / 255.0
     return {tensor.name: pixels[np.newaxis, ...]}

@@ -1,7 +1,7 @@
 """What a served model takes and gives, read from the server (metadata and config), not assumed.
 
     spec = ModelSpec.from_server(metadata, config)      # dicts from HTTP, or gRPC as_json
-    spec.input("input")          # TensorSpec(name='input', datatype='FP32', shape=(-1, 4))
+    spec.input("input")          # TensorSpec('input', dtype('float32'), (-1, 4)); .datatype == 'FP32'
     spec.labelled_outputs        # ('probabilities',): outputs with a label_filename
 
 HTTP and gRPC return the same documents except that gRPC's JSON writes 64-bit integers as
@@ -11,42 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-# KServe v2 datatypes and the numpy dtype a tensor of that type is built from.
-NUMPY_OF_DATATYPE = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output as the server declares it.
-
-    >>> TensorSpec("input", "FP32", (-1, 4))   # any batch, 4 features
-    ``shape`` is the full shape from the model metadata (batch dimension included when the
-    model batches); -1 marks a free dimension.
-    """
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-    @property
-    def numpy_dtype(self):
-        return NUMPY_OF_DATATYPE.get(self.datatype, np.object_)
+from tritonforge.repository import TensorSpec, numpy_dtype
 
 
 @dataclass(frozen=True)
@@ -67,7 +32,7 @@ class ModelSpec:
 
         def tensors(items):
             return tuple(
-                TensorSpec(t["name"], t["datatype"], tuple(int(d) for d in t.get("shape", ())))
+                TensorSpec(t["name"], numpy_dtype(t["datatype"]), tuple(int(d) for d in t.get("shape", ())))
                 for t in items or ()
             )
 

@@ -1,4 +1,15 @@
-"""tritonforge's builder: trained models in, a verified Triton model repository out.
+"""Framework adapters and artifact formats: what the build converts models with.
 
-The library API is :func:`tritonforge.converters.build.build_repository`; ``build-repo`` is a thin CLI over it.
+- :data:`ADAPTERS`: one adapter per framework (detect, load, convert, run for reference), in
+  detection order, handed to :data:`REGISTRY`;
+- :data:`FORMATS`: the artifact formats Triton serves (ONNX, TorchScript, SavedModel).
+
+Nothing here imports the build pipeline (:mod:`tritonforge.builder`), which sits above.
 """
+from .adapters import ADAPTERS
+from .formats import FORMATS
+from .registry import Registry
+
+REGISTRY = Registry(ADAPTERS)
+
+__all__ = ["ADAPTERS", "FORMATS", "REGISTRY", "Registry"]

@@ -7,7 +7,7 @@ import zipfile
 from functools import cached_property
 from pathlib import Path
 
-from .errors import BuildError
+from tritonforge.errors import BuildError
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 

@@ -1,4 +1,8 @@
-"""Adapters register here by framework name; the build asks the registry and never names a framework."""
+"""The registry of framework adapters: the build asks it and never names a framework.
+
+The adapters are listed once, in detection order, in :mod:`.adapters` and handed to a
+:class:`Registry` in :mod:`tritonforge.converters`; no adapter imports this module's state.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +10,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import BuildError
+from tritonforge.errors import BuildError
 from .probe import FileProbe
-from .sidecar import Sidecar
-from .spec import Signature
+from tritonforge.sidecar import Sidecar
+from tritonforge.repository import Signature
 
 
 class Adapter(Protocol):
@@ -43,39 +47,32 @@ class Adapter(Protocol):
         """A known converter trap to name when verification fails, or ''."""
 
 
-_ADAPTERS: dict[str, Adapter] = {}
 # Only to word the refusal of a file no adapter recognised; detection itself reads the bytes.
 SUFFIX_FRAMEWORKS = {".keras": "Keras", ".h5": "Keras", ".pt2": "torch.export", ".pt": "PyTorch", ".pth": "PyTorch",
                      ".onnx": "ONNX", ".json": "XGBoost JSON", ".ubj": "XGBoost UBJSON", ".pkl": "pickle",
                      ".joblib": "joblib"}
 
 
-def register(adapter: Adapter) -> Adapter:
-    _ADAPTERS[adapter.framework] = adapter
-    return adapter
+class Registry:
+    """Adapters in detection order; the first that recognises a file's bytes loads it."""
 
+    def __init__(self, adapters: tuple[Adapter, ...]) -> None:
+        self.adapters = tuple(adapters)
 
-def detect(probe: FileProbe) -> Adapter:
-    """The adapter that recognises this file, or a one-line refusal naming it."""
-    _load_builtin()
-    for adapter in _ADAPTERS.values():
-        if adapter.detect(probe):
-            return adapter
-    kind = "folder" if probe.path.is_dir() else "file"
-    expected = SUFFIX_FRAMEWORKS.get(probe.suffix)
-    if expected and not probe.path.is_dir():
-        raise BuildError(f"{probe.path.name}: named like a {expected} file but not readable as one (truncated or corrupt?)")
-    raise BuildError(
-        f"{probe.path.name}: not a model this tool recognises ({kind} matched none of the "
-        f"{len(_ADAPTERS)} registered adapters: {', '.join(_ADAPTERS)})"
-    )
+    def __iter__(self):
+        return iter(self.adapters)
 
-
-_BUILTIN_LOADED = False
-
-
-def _load_builtin() -> None:
-    global _BUILTIN_LOADED
-    if not _BUILTIN_LOADED:
-        _BUILTIN_LOADED = True
-        from . import adapters  # noqa: F401  (each adapter module registers itself)
+    def detect(self, probe: FileProbe) -> Adapter:
+        """The adapter that recognises this file, or a one-line refusal naming it."""
+        for adapter in self.adapters:
+            if adapter.detect(probe):
+                return adapter
+        kind = "folder" if probe.path.is_dir() else "file"
+        expected = SUFFIX_FRAMEWORKS.get(probe.suffix)
+        if expected and not probe.path.is_dir():
+            raise BuildError(f"{probe.path.name}: named like a {expected} file but not readable as one (truncated or corrupt?)")
+        names = ", ".join(a.framework for a in self.adapters)
+        raise BuildError(
+            f"{probe.path.name}: not a model this tool recognises ({kind} matched none of the "
+            f"{len(self.adapters)} registered adapters: {names})"
+        )

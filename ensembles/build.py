@@ -15,9 +15,10 @@ from typing import Any, Callable
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonforge.converters import verify
-from tritonforge.converters.errors import BuildError
-from tritonforge.converters.spec import OutputError, Signature
+from tritonforge import verify
+from tritonforge.errors import BuildError
+from tritonforge.repository import Signature
+from tritonforge.verify import OutputError
 
 from . import wiring
 from .library import RAW, ModelFacts, StepModel, make_step

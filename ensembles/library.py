@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tritonforge.converters.errors import BuildError
-from tritonforge.converters.sidecar import tensor_list
-from tritonforge.converters.spec import DYNAMIC, Signature, TensorSpec
+from tritonforge.errors import BuildError
+from tritonforge.repository import DYNAMIC, Signature, TensorSpec
+from tritonforge.sidecar import tensor_list
 
 STEPS_DIR = Path(__file__).parent / "steps"
 RAW = "RAW"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonforge.converters.config import triton_type
-from tritonforge.converters.errors import BuildError
-from tritonforge.converters.spec import TensorSpec
+from tritonforge.errors import BuildError
+from tritonforge.repository import TensorSpec
+from tritonforge.repository.config import data_type as triton_type
 
 from .library import StepModel, settings_json
 

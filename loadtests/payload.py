@@ -18,6 +18,7 @@ import numpy as np
 
 from tritonforge.clients.inputs import conform
 from tritonforge.clients.spec import ModelSpec
+from tritonforge.repository import latest_samples, read_samples
 
 PAYLOAD_SOURCES = ("auto", "samples", "metadata")
 
@@ -38,31 +39,20 @@ class Payload:
 
 def samples_path(repo: Path, model: str) -> Path | None:
     """The newest version's samples.npz of ``model`` in ``repo`` (None when there is none)."""
-    folder = Path(repo) / model
-    if not folder.is_dir():
-        return None
-    versions = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
-                      key=lambda p: int(p.name), reverse=True)
-    for version in versions:
-        if (version / "samples.npz").is_file():
-            return version / "samples.npz"
-    if (folder / "samples.npz").is_file():
-        return folder / "samples.npz"
-    return None
+    return latest_samples(Path(repo) / model)
 
 
 def _from_samples(spec: ModelSpec, path: Path, rows: int) -> dict[str, np.ndarray]:
+    stored = read_samples(path).inputs
     arrays = {}
-    with np.load(path, allow_pickle=False) as data:
-        for tensor in spec.inputs:
-            key = f"input/{tensor.name}"
-            if key not in data.files:
-                raise PayloadError(f"{path}: no '{key}' for input '{tensor.name}' of model '{spec.name}'")
-            array = conform(data[key], tensor, spec)
-            if spec.batches:
-                reps = -(-rows // array.shape[0])
-                array = np.concatenate([array] * reps)[:rows]
-            arrays[tensor.name] = array
+    for tensor in spec.inputs:
+        if tensor.name not in stored:
+            raise PayloadError(f"{path}: no 'input/{tensor.name}' for input '{tensor.name}' of model '{spec.name}'")
+        array = conform(stored[tensor.name], tensor, spec)
+        if spec.batches:
+            reps = -(-rows // array.shape[0])
+            array = np.concatenate([array] * reps)[:rows]
+        arrays[tensor.name] = array
     return arrays
 
 
@@ -71,7 +61,7 @@ def _from_metadata(spec: ModelSpec, rows: int, seed: int) -> dict[str, np.ndarra
     arrays = {}
     for tensor in spec.inputs:
         shape = [rows if (i == 0 and spec.batches) else (1 if d < 0 else d) for i, d in enumerate(tensor.shape)]
-        dtype = np.dtype(tensor.numpy_dtype)
+        dtype = np.dtype(tensor.dtype)
         if tensor.datatype == "BYTES":
             array = np.full(shape, b"0", dtype=object)
         elif tensor.datatype == "BOOL":

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
-from tritonforge.converters.build import BuildOptions, build_repository  # noqa: E402
+from tritonforge.builder import BuildOptions, build_repository  # noqa: E402
 from train_models import train_examples  # noqa: E402
 
 EXAMPLE_MODELS = ("churn_pipeline", "digits_cnn", "house_price_xgb", "iris_xgb", "price_two_inputs", "torch_cnn")

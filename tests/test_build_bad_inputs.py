@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from fixtures_build import tree_digest
 
-from tritonforge.converters.build import BuildOptions, build_repository
-from tritonforge.converters.errors import BuildError
+from tritonforge.builder import BuildOptions, build_repository
+from tritonforge.errors import BuildError
 
 GOOD = "house_price_xgb.ubj"
 

@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
-from tritonforge.converters import config as configs
+from tritonforge.repository import config as configs
 from tritonforge.converters.formats.onnx import signature_of
-from tritonforge.converters.layout import SAMPLES_FILE
+from tritonforge.repository import SAMPLES_FILE
 from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS, EXAMPLE_STEPS
 
 FRAMEWORKS = {"churn_pipeline": "sklearn", "digits_cnn": "tensorflow", "house_price_xgb": "xgboost",
@@ -36,7 +36,7 @@ def test_config_agrees_with_onnx_artifact(built_examples_repo, name):
     for tensors, specs in ((config.input, signature.inputs), (config.output, signature.outputs)):
         assert [t.name for t in tensors] == [s.name for s in specs]
         for tensor, spec in zip(tensors, specs):
-            assert tensor.data_type == configs.triton_type(spec.dtype)
+            assert tensor.data_type == configs.data_type(spec.dtype)
             expected_dims = list(spec.shape[1:]) or [1]
             assert list(tensor.dims) == expected_dims
             assert tensor.HasField("reshape") == (len(spec.shape) == 1)
@@ -45,10 +45,10 @@ def test_config_agrees_with_onnx_artifact(built_examples_repo, name):
 def test_string_column_becomes_a_string_input(built_examples_repo):
     config = configs.read(built_examples_repo / "churn_pipeline" / "config.pbtxt")
     types = {t.name: t.data_type for t in config.input}
-    assert types == {"city": configs.triton_type(np.dtype(object)), "age": configs.triton_type(np.dtype("float32")),
-                     "income": configs.triton_type(np.dtype("float32"))}
+    assert types == {"city": configs.data_type(np.dtype(object)), "age": configs.data_type(np.dtype("float32")),
+                     "income": configs.data_type(np.dtype("float32"))}
     label = next(o for o in config.output if o.name == "label")
-    assert label.data_type == configs.triton_type(np.dtype("int64"))
+    assert label.data_type == configs.data_type(np.dtype("int64"))
 
 
 @pytest.mark.parametrize("name, labels", [

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tritonforge.converters import config as configs
-from tritonforge.converters.build import BuildOptions, build_repository
+from tritonforge.repository import config as configs
+from tritonforge.builder import BuildOptions, build_repository
 from tritonforge.converters.formats import get as get_format
 
 

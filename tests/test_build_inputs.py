@@ -7,8 +7,8 @@ import joblib
 import numpy as np
 import pytest
 
-from tritonforge.converters import config as configs
-from tritonforge.converters.build import BuildOptions, build_repository
+from tritonforge.repository import config as configs
+from tritonforge.builder import BuildOptions, build_repository
 
 
 class TwoHeads:
@@ -133,7 +133,7 @@ def test_fixed_first_dimension_gets_max_batch_size_zero_and_full_dims(built_inpu
 def test_text_pipeline_takes_one_string_per_row(built_inputs):
     repo, results = built_inputs
     config = configs.read(repo / "sentiment" / "config.pbtxt")
-    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("text", configs.triton_type(np.dtype(object)), [1])]
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("text", configs.data_type(np.dtype(object)), [1])]
 
 
 def test_sklearn_classifier_labels_come_from_the_model(built_inputs):

@@ -6,8 +6,8 @@ import shutil
 import pytest
 from fixtures_build import tree_digest
 
-from tritonforge.converters.build import BuildOptions, build_repository
-from tritonforge.converters.layout import STAGING_PREFIX
+from tritonforge.builder import BuildOptions, build_repository
+from tritonforge.builder.staging import STAGING_PREFIX
 
 
 @pytest.fixture()
@@ -68,8 +68,8 @@ def test_a_single_model_file_builds_alone_with_its_sidecar(small_models, tmp_pat
 
 
 def test_a_second_build_of_the_same_repository_is_refused_while_one_runs(small_models, tmp_path):
-    from tritonforge.converters.errors import BuildError
-    from tritonforge.converters.layout import exclusive
+    from tritonforge.errors import BuildError
+    from tritonforge.builder.staging import exclusive
 
     repo = tmp_path / "repo"
     with exclusive(repo):

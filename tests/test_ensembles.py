@@ -12,9 +12,10 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from tritonforge.converters import config as configs
-from tritonforge.converters.errors import BuildError
-from tritonforge.converters.spec import Signature, TensorSpec
+from tritonforge.builder import configure
+from tritonforge.repository import config as configs
+from tritonforge.errors import BuildError
+from tritonforge.repository import Signature, TensorSpec
 from tritonforge.ensembles import wiring
 from tritonforge.ensembles.library import ModelFacts, make_step
 
@@ -46,7 +47,7 @@ def test_steps_are_batched_python_models_on_cpu(built_examples_repo, step):
 
 
 def _break_dtype(ensemble, members):
-    members["m_preprocess"].output[0].data_type = configs.triton_type(np.dtype("float64"))
+    members["m_preprocess"].output[0].data_type = configs.data_type(np.dtype("float64"))
 
 
 def _break_dims(ensemble, members):
@@ -78,7 +79,7 @@ BROKEN_WIRING = [
 def small_chain():
     signature = Signature((TensorSpec("x", np.dtype("float32"), (-1, 4)),), (TensorSpec("p", np.dtype("float32"), (-1, 2)),))
     facts = ModelFacts(signature, ("a", "b", "c", "d"), False, ("no", "yes"), "p", True)
-    model = configs.build_config("m", "onnxruntime_onnx", signature, configs.ServingSettings(8, True, 100, None, "cpu", 1, "p", False))
+    model = configure.build_config("m", "onnxruntime_onnx", signature, configure.ServingSettings(8, True, 100, None, "cpu", 1, "p", False))
     pre = wiring.step_config("m_preprocess", make_step("preprocess", {"step": "tabular"}, facts, "m.json"), 8)
     post = wiring.step_config("m_postprocess", make_step("postprocess", {"step": "classify"}, facts, "m.json"), 8)
     ensemble = wiring.ensemble_config("m_ensemble", [pre, model, post])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tritonforge.converters.build import BuildOptions, build_repository
+from tritonforge.builder import BuildOptions, build_repository
 from fixtures_serving import WEIGHTS, onnx_linear
 from tritonforge.serving.server import serve
 

@@ -1,6 +1,12 @@
-"""One adapter per framework, each registering itself with :mod:`tritonforge.converters.registry`.
+"""One adapter per framework, listed once in :data:`ADAPTERS`, in detection order.
 
 Order matters only for detection: the ONNX and Keras checks are cheap and certain; pickle-based
 files are tried last, after every adapter that recognises a file by its bytes.
 """
-from . import onnx_file, keras, torch, xgboost, sklearn  # noqa: F401
+from .keras import KerasAdapter
+from .onnx_file import OnnxAdapter
+from .sklearn import SklearnAdapter
+from .torch import TorchAdapter
+from .xgboost import XGBoostAdapter
+
+ADAPTERS = (OnnxAdapter(), KerasAdapter(), TorchAdapter(), XGBoostAdapter(), SklearnAdapter())

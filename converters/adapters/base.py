@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import Signature
+from tritonforge.repository import Signature
 
 
 class AdapterBase:

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import registry
-from ..errors import BuildError
+from tritonforge.errors import BuildError
 from ..native import import_tensorflow
 from ..probe import FileProbe, one_line
-from ..sidecar import Sidecar
-from ..spec import Signature
+from tritonforge.sidecar import Sidecar
+from tritonforge.repository import Signature
 from .base import AdapterBase, by_position
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -121,5 +120,3 @@ class SavedModelSource:
             return by_key
         return by_position(signature, [by_key[k] for k in self.function.structured_outputs])
 
-
-registry.register(KerasAdapter())

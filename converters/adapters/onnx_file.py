@@ -6,13 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import registry
-from ..errors import BuildError
+from tritonforge.errors import BuildError
 from ..formats import get as get_format
 from ..formats.onnx import save_single_file
 from ..probe import FileProbe, one_line
-from ..sidecar import Sidecar
-from ..spec import Signature
+from tritonforge.sidecar import Sidecar
+from tritonforge.repository import Signature
 from .base import AdapterBase
 
 
@@ -42,5 +41,3 @@ class OnnxAdapter(AdapterBase):
         # The source framework of an ONNX file is ONNX Runtime on the file as given.
         return get_format("onnx").runner(model["path"])(inputs)
 
-
-registry.register(OnnxAdapter())

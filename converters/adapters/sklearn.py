@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 from sklearn.base import is_classifier
 
-from .. import registry
-from ..errors import BuildError
+from tritonforge.errors import BuildError
 from ..formats.onnx import save_single_file
 from ..probe import FileProbe, one_line
-from ..sidecar import Sidecar
-from ..spec import Signature
+from tritonforge.sidecar import Sidecar
+from tritonforge.repository import Signature
 from .base import AdapterBase
 
 STRING = np.dtype(object)
@@ -171,5 +170,3 @@ def _frame(model: Any, inputs: dict[str, np.ndarray]):
 
     return pd.DataFrame({name: inputs[name][:, 0] for name in columns})
 
-
-registry.register(SklearnAdapter())

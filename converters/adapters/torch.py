@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import registry
-from ..errors import BuildError
+from tritonforge.errors import BuildError
 from ..formats.onnx import save_single_file
 from ..formats.torchscript import input_name, output_name
 from ..probe import FileProbe, one_line
-from ..sidecar import Sidecar
-from ..spec import DYNAMIC, Signature, TensorSpec
+from tritonforge.sidecar import Sidecar
+from tritonforge.repository import DYNAMIC, Signature, TensorSpec
 from .base import AdapterBase, by_position
 
 # torch.export specialises a dimension whose example size is 1: trace with 2 rows.
@@ -200,5 +199,3 @@ def _legacy_export(model: TorchSource, example: tuple, names: list[str], opset: 
                       dynamic_axes=axes, opset_version=opset)
     return onnx.load_model_from_string(buffer.getvalue())
 
-
-registry.register(TorchAdapter())

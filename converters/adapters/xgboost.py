@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import registry
-from ..errors import BuildError
+from tritonforge.errors import BuildError
 from ..formats.onnx import save_single_file
 from ..probe import FileProbe, one_line
-from ..sidecar import Sidecar
-from ..spec import Signature
+from tritonforge.sidecar import Sidecar
+from tritonforge.repository import Signature
 from .base import AdapterBase
 
 OLD_BINARY_SUFFIXES = (".bin", ".model", ".xgb", ".deprecated")
@@ -117,5 +116,3 @@ class XGBoostAdapter(AdapterBase):
             return " (onnxmltools is known to give wrong numbers for multi-target XGBoost regressors)"
         return ""
 
-
-registry.register(XGBoostAdapter())

@@ -1,36 +1,16 @@
-"""Artifact formats Triton serves: where the file goes, which platform runs it, how to read and run it."""
+"""Artifact formats Triton serves, listed once: ONNX, TorchScript, SavedModel."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Protocol
+from .base import ArtifactFormat, Runner
+from .onnx import OnnxFormat
+from .savedmodel import SavedModelFormat
+from .torchscript import TorchScriptFormat
 
-import numpy as np
-
-from ..spec import Signature
-
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-class ArtifactFormat(Protocol):
-    name: str
-    platform: str  # Triton's platform string
-    filename: str  # Triton's default model filename inside a version folder
-
-    def read_signature(self, path: Path, declared: Signature | None) -> Signature: ...
-
-    def runner(self, path: Path) -> Runner: ...
-
-
-_FORMATS: dict[str, ArtifactFormat] = {}
-
-
-def register(fmt: ArtifactFormat) -> ArtifactFormat:
-    _FORMATS[fmt.name] = fmt
-    return fmt
+FORMATS: dict[str, ArtifactFormat] = {f.name: f for f in (OnnxFormat(), TorchScriptFormat(), SavedModelFormat())}
 
 
 def get(name: str) -> ArtifactFormat:
-    return _FORMATS[name]
+    return FORMATS[name]
 
 
-from . import onnx, savedmodel, torchscript  # noqa: E402,F401  (each registers itself)
+__all__ = ["FORMATS", "ArtifactFormat", "Runner", "get"]

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BuildError
-from ..spec import DYNAMIC, Signature, TensorSpec
-from . import register
+from tritonforge.errors import BuildError
+from tritonforge.repository import DYNAMIC, Signature, TensorSpec
 
 # ONNX Runtime in the NGC 24.10 image (1.19) reads IR version 10 at most.
 MAX_IR_VERSION = 10
@@ -76,5 +75,3 @@ class OnnxFormat:
 
         return run
 
-
-register(OnnxFormat())

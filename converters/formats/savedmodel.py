@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BuildError
-from ..spec import DYNAMIC, Signature, TensorSpec
-from . import register
+from tritonforge.errors import BuildError
+from tritonforge.repository import DYNAMIC, Signature, TensorSpec
 
 
 def _spec(name: str, tensor_spec) -> TensorSpec:
@@ -51,5 +50,3 @@ class SavedModelFormat:
         run.keepalive = loaded  # the signature function needs its trackable object alive
         return run
 
-
-register(SavedModelFormat())

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BuildError
-from ..spec import Signature
-from . import register
+from tritonforge.errors import BuildError
+from tritonforge.repository import Signature
 
 
 def input_name(index: int) -> str:
@@ -80,5 +79,3 @@ def run_isolated(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndar
         with np.load(answer) as data:
             return {name: data[name] for name in data.files}
 
-
-register(TorchScriptFormat())

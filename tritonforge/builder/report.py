@@ -1,7 +1,7 @@
 """The build report: one line per model, for people."""
 from __future__ import annotations
 
-from .spec import BuildResult
+from .results import BuildResult
 
 
 def line(result: BuildResult) -> str:

@@ -7,11 +7,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from .build import DEFAULT_MAX_BATCH_SIZE, BuildOptions, build_repository
-from .errors import BuildError
+from .pipeline import DEFAULT_MAX_BATCH_SIZE, BuildOptions, build_repository
+from ..errors import BuildError
 from .report import line, summary
-from .sidecar import DEVICES, FORMATS
-from .triton_release import DEFAULT_RELEASE
+from ..sidecar import DEVICES, FORMATS
+from .releases import DEFAULT_RELEASE
 
 
 def parser() -> argparse.ArgumentParser:

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import io
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -16,17 +15,19 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from tritonforge.ensembles.build import Entry
-from tritonforge.ensembles import build as ensembles
-from tritonforge.ensembles.library import ModelFacts
-
-from . import config as configs
-from . import formats, layout, registry, verify
-from .errors import BuildError
-from .probe import FileProbe, one_line
-from .sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar
-from .spec import BuildResult, OutputError, Signature
-from .triton_release import DEFAULT_RELEASE, parse_release
+from .. import converters, ensembles, verify
+from ..converters.probe import FileProbe, one_line
+from ..ensembles import Entry, ModelFacts
+from ..errors import BuildError
+from ..repository import SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
+from ..repository import config as config_file
+from ..repository.layout import CONFIG_FILE, LABELS_FILE, WARMUP_DIR, warmup_file
+from ..repository.manifest import Manifest, ManifestError
+from ..sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar
+from ..verify import OutputError
+from . import configure, staging
+from .releases import DEFAULT_RELEASE, parse_release
+from .results import BuildResult
 
 DEFAULT_MAX_BATCH_SIZE = 64
 TOOLS = ("tritonforge", "onnx", "onnxruntime", "skl2onnx", "onnxmltools", "tf2onnx", "tensorflow", "keras",
@@ -64,7 +65,7 @@ def discover(src: Path) -> tuple[list[ModelSource], list[BuildResult]]:
                   and not p.name.endswith(".onnx.data")]
     by_name: dict[str, list[Path]] = {}
     for path in candidates:
-        by_name.setdefault(layout.model_name(path), []).append(path)
+        by_name.setdefault(staging.model_name(path), []).append(path)
     sources, clashes = [], []
     for name, paths in sorted(by_name.items()):
         if len(paths) > 1:
@@ -108,22 +109,25 @@ def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(
     """
     src, dst = Path(src), Path(dst)
     release = parse_release(options.triton_version)
-    layout.check_output_folder(dst)
+    staging.check_output_folder(dst)
     only = None
     if src.is_file():  # one model file: build it alone, with its sidecar beside it
-        src, only = src.parent, layout.model_name(src)
+        src, only = src.parent, staging.model_name(src)
     sources, results = discover(src)
     if only is not None:
         sources = [s for s in sources if s.name == only]
         results = [r for r in results if r.name == only]
     sidecars = FolderSidecars(src)
-    with layout.exclusive(dst):
-        return _build_all(sources, results, sidecars, dst, options, release, progress)
+    with staging.exclusive(dst):
+        try:
+            manifest = Manifest(dst)
+        except ManifestError as exc:
+            raise BuildError(str(exc)) from None
+        return _build_all(sources, results, sidecars, manifest, dst, options, release, progress)
 
 
-def _build_all(sources: list[ModelSource], results: list[BuildResult], sidecars: FolderSidecars, dst: Path,
-               options: BuildOptions, release, progress: Progress | None) -> list[BuildResult]:
-    manifest = layout.Manifest(dst)
+def _build_all(sources: list[ModelSource], results: list[BuildResult], sidecars: FolderSidecars, manifest: Manifest,
+               dst: Path, options: BuildOptions, release, progress: Progress | None) -> list[BuildResult]:
     existing = {p.name for p in dst.iterdir() if p.is_dir()} if dst.is_dir() else set()
     for index, source in enumerate(sources, 1):
         if progress:
@@ -144,13 +148,13 @@ def _build_all(sources: list[ModelSource], results: list[BuildResult], sidecars:
     return sorted(results, key=lambda r: r.name)
 
 
-def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, manifest: layout.Manifest,
+def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, manifest: Manifest,
                  options: BuildOptions, release) -> list[BuildResult]:
     sidecar = sidecars.for_model(source.name, source.sidecar)
     probe = FileProbe(source.path, options.allow_pickle)
-    adapter = registry.detect(probe)
+    adapter = converters.REGISTRY.detect(probe)
     fmt_name = _target_format(adapter, sidecar, options, source)
-    fmt = formats.get(fmt_name)
+    fmt = converters.FORMATS[fmt_name]
     release.refuse_unservable(fmt.platform)
     kind = sidecar.device or options.device
     kind = ("gpu" if adapter.neural else "cpu") if kind == "auto" else kind
@@ -159,26 +163,26 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     step_files = [source.path.parent / str(step["file"]) for step in (sidecar.preprocess, sidecar.postprocess)
                   if isinstance(step, dict) and step.get("file")]
     sidecar_files = [p for p in (source.sidecar, sidecars.folder / FOLDER_SIDECAR, sidecar.samples, *step_files) if p and p.is_file()]
-    digest = layout.fingerprint([source.path] + sidecar_files, settings_key)
+    digest = staging.fingerprint([source.path] + sidecar_files, settings_key)
     latest = manifest.latest(source.name)
-    done = layout.versions(repo / source.name)
+    done = versions(repo / source.name)
     if latest and latest.get("fingerprint") == digest and manifest.entry(source.name)["latest_version"] in done:
         return [_unchanged(source, name, manifest) for name in [source.name] + latest.get("ensemble", [])]
 
     model = adapter.load(probe, sidecar)
     version = (done[-1] if done else 0) + 1
-    with layout.staging(repo, source.name) as staged:
+    with staging.staging(repo, source.name) as staged:
         version_dir = staged / str(version)
         version_dir.mkdir()
         artifact = version_dir / fmt.filename
         declared = adapter.convert(model, sidecar, fmt_name, artifact)
         signature = fmt.read_signature(artifact, declared)
         checked = _verify(source, adapter, model, fmt, artifact, signature, sidecar)
-        _save_samples(version_dir / layout.SAMPLES_FILE, checked.samples, checked.expected, checked.atol, checked.rtol)
+        write_samples(version_dir / SAMPLES_FILE, Samples(checked.samples, checked.expected, checked.atol, checked.rtol))
 
         labels = sidecar.labels or adapter.labels(model)
         labels_output = _labels_output(source, signature, labels)
-        settings = configs.ServingSettings(
+        settings = configure.ServingSettings(
             max_batch_size=sidecar.max_batch_size if sidecar.max_batch_size is not None else options.max_batch_size,
             dynamic_batching=sidecar.dynamic_batching,
             max_queue_delay_microseconds=sidecar.max_queue_delay_microseconds,
@@ -188,7 +192,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
             labels_output=labels_output,
             warmup=options.warmup,
         )
-        model_config = configs.build_config(source.name, fmt.platform, signature, settings)
+        model_config = configure.build_config(source.name, fmt.platform, signature, settings)
         _write_model_files(staged, model_config, labels if labels_output else None, checked.samples, signature)
         entries, ensemble_errors = [], ()
         if sidecar.preprocess or sidecar.postprocess:
@@ -200,7 +204,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
             for entry in entries:
                 if (repo / entry.name).exists() and manifest.entry(entry.name) is None:
                     raise BuildError(f"{repo / entry.name} exists and was not built by tritonforge; refusing to touch it")
-        layout.install(repo, source.name, staged, version)
+        staging.install(repo, source.name, staged, version)
 
     record = {
         "fingerprint": digest,
@@ -217,7 +221,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
         entry_version = _install_entry(repo, entry)
         entry_kind = "ensemble" if entry.samples else "python"
         entry_errors = ensemble_errors if entry.samples else ()
-        entry_signature = configs.signature_of(entry.config)
+        entry_signature = config_file.signature_of(entry.config)
         manifest.record(entry.name, entry_version,
                         {**common, "framework": entry_kind, "format": entry_kind, "platform": entry.config.platform or entry.config.backend},
                         {**record, "signature": entry_signature.describe(), "errors": _error_record(entry_errors)})
@@ -245,8 +249,7 @@ def _verify(source: ModelSource, adapter, model, fmt, artifact: Path, signature:
     """Run the source model and the artifact on the same rows; a mismatch fails the model with the numbers."""
     rng = np.random.default_rng(0)
     if sidecar.samples:
-        with np.load(sidecar.samples, allow_pickle=False) as data:
-            samples = verify.check_sample_inputs(dict(data), signature, sidecar.samples.name)
+        samples = verify.check_sample_inputs(read_samples(sidecar.samples).inputs, signature, sidecar.samples.name)
     else:
         samples = (adapter.sample_inputs(model, signature, sidecar.sample_rows, rng)
                    or verify.sample_inputs(signature, sidecar.sample_rows, rng))
@@ -266,14 +269,14 @@ def _verify(source: ModelSource, adapter, model, fmt, artifact: Path, signature:
 def _write_model_files(staged: Path, model_config, labels: tuple[str, ...] | None, samples: dict[str, np.ndarray],
                        signature: Signature) -> None:
     """config.pbtxt, the labels file and the warmup rows beside the version folder."""
-    (staged / "config.pbtxt").write_text(configs.render(model_config))
+    config_file.write(staged / CONFIG_FILE, model_config)
     if labels:
-        (staged / configs.LABELS_FILE).write_text("\n".join(labels) + "\n")
+        (staged / LABELS_FILE).write_text("\n".join(labels) + "\n")
     if model_config.model_warmup:
-        warm = staged / configs.WARMUP_DIR
+        warm = staged / WARMUP_DIR
         warm.mkdir()
         for index, spec in enumerate(signature.inputs):
-            (warm / configs.warmup_file(index)).write_bytes(configs.warmup_bytes(samples[spec.name][0]))
+            (warm / warmup_file(index)).write_bytes(config_file.warmup_bytes(samples[spec.name][0]))
 
 
 def _error_record(errors: tuple[OutputError, ...]) -> dict[str, dict[str, float]]:
@@ -282,8 +285,8 @@ def _error_record(errors: tuple[OutputError, ...]) -> dict[str, dict[str, float]
 
 def _install_entry(repo: Path, entry: Entry) -> int:
     """A step or ensemble entry: next version folder with its model.py or samples, and its config."""
-    version = (layout.versions(repo / entry.name) or [0])[-1] + 1
-    with layout.staging(repo, entry.name) as staged:
+    version = (versions(repo / entry.name) or [0])[-1] + 1
+    with staging.staging(repo, entry.name) as staged:
         version_dir = staged / str(version)
         version_dir.mkdir()
         if entry.template:
@@ -294,9 +297,9 @@ def _install_entry(repo: Path, entry: Entry) -> int:
             (version_dir / "requirements.txt").write_text("\n".join(entry.requirements) + "\n")
         if entry.samples:
             inputs, outputs = entry.samples
-            _save_samples(version_dir / layout.SAMPLES_FILE, inputs, outputs, verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)
-        (staged / "config.pbtxt").write_text(configs.render(entry.config))
-        layout.install(repo, entry.name, staged, version)
+            write_samples(version_dir / SAMPLES_FILE, Samples(inputs, outputs, verify.DEFAULT_ATOL, verify.DEFAULT_RTOL))
+        config_file.write(staged / CONFIG_FILE, entry.config)
+        staging.install(repo, entry.name, staged, version)
     return version
 
 
@@ -326,24 +329,7 @@ def _labels_output(source: ModelSource, signature: Signature, labels: tuple[str,
                      f"({signature.describe()})")
 
 
-def _save_samples(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], atol: float, rtol: float) -> None:
-    def storable(value: np.ndarray) -> np.ndarray:
-        value = np.asarray(value)
-        if value.dtype != object:
-            return value
-        try:  # text as unicode, binary (encoded images) as fixed-width bytes: both load back without pickle
-            return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[str])(value).astype(str)
-        except UnicodeDecodeError:
-            return value.astype(bytes)
-
-    arrays = {f"input/{k}": storable(v) for k, v in inputs.items()}
-    arrays.update({f"output/{k}": storable(v) for k, v in outputs.items()})
-    buffer = io.BytesIO()
-    np.savez(buffer, atol=np.float64(atol), rtol=np.float64(rtol), **arrays)
-    path.write_bytes(buffer.getvalue())
-
-
-def _unchanged(source: ModelSource, name: str, manifest: layout.Manifest) -> BuildResult:
+def _unchanged(source: ModelSource, name: str, manifest: Manifest) -> BuildResult:
     entry = manifest.entry(name)
     record = manifest.latest(name)
     errors = tuple(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BuildError
+from ..errors import BuildError
 
 # The nvidia-pytriton wheel bundles tritonserver 2.51.0, which is NGC release 24.10: building for it
 # by default means the local server and docker-compose's image serve the same repository.

@@ -3,8 +3,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from .errors import BuildError
-from .spec import DYNAMIC, OutputError, Signature, TensorSpec
+from .repository import DYNAMIC, Signature, TensorSpec
+
+
+@dataclass(frozen=True)
+class OutputError:
+    """How far the converted artifact's output is from the source model's."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    ok: bool
+
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3

@@ -1,40 +1,24 @@
-"""config.pbtxt as a ``ModelConfig`` message: built from the artifact's signature, printed, parsed back."""
+"""A model's ``ModelConfig`` message, built from its artifact's signature and serving settings.
+
+Writing and reading the file is :mod:`tritonforge.repository.config`'s job."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .errors import BuildError
-from .spec import Signature, TensorSpec
-
-LABELS_FILE = "labels.txt"
-WARMUP_DIR = "warmup"
-
-_TRITON_TYPES = {
-    "bool": mc.TYPE_BOOL,
-    "uint8": mc.TYPE_UINT8,
-    "uint16": mc.TYPE_UINT16,
-    "uint32": mc.TYPE_UINT32,
-    "uint64": mc.TYPE_UINT64,
-    "int8": mc.TYPE_INT8,
-    "int16": mc.TYPE_INT16,
-    "int32": mc.TYPE_INT32,
-    "int64": mc.TYPE_INT64,
-    "float16": mc.TYPE_FP16,
-    "float32": mc.TYPE_FP32,
-    "float64": mc.TYPE_FP64,
-    "object": mc.TYPE_STRING,
-}
+from ..errors import BuildError
+from ..repository import Signature, TensorSpec
+from ..repository.config import data_type
+from ..repository.dtypes import UnknownDtype
+from ..repository.layout import LABELS_FILE, warmup_file
 
 
-def triton_type(dtype: np.dtype) -> int:
+
+def triton_type(dtype) -> int:
     try:
-        return _TRITON_TYPES[np.dtype(dtype).name]
-    except KeyError:
+        return data_type(dtype)
+    except UnknownDtype:
         raise BuildError(f"dtype {np.dtype(dtype).name} has no Triton equivalent") from None
 
 
@@ -96,43 +80,3 @@ def build_config(name: str, platform: str, signature: Signature, settings: Servi
 
 def _default_preferred(max_batch_size: int) -> tuple[int, ...]:
     return tuple(s for s in (8, 16, 32) if s <= max_batch_size) or (max_batch_size,)
-
-
-def warmup_file(index: int) -> str:
-    return f"input_{index}"
-
-
-def warmup_bytes(row: np.ndarray) -> bytes:
-    """One input row in the raw layout Triton reads warmup files in (BYTES: 4-byte length + data each)."""
-    if row.dtype == object or row.dtype.kind in "US":
-        out = bytearray()
-        for item in row.reshape(-1):
-            data = item if isinstance(item, bytes) else str(item).encode()
-            out += len(data).to_bytes(4, "little") + data
-        return bytes(out)
-    return np.ascontiguousarray(row).tobytes()
-
-
-def signature_of(config: mc.ModelConfig) -> Signature:
-    """The tensors a config declares, batch dimension included when it batches."""
-    numpy_of = {v: np.dtype(k) for k, v in _TRITON_TYPES.items()}
-    lead = (-1,) if config.max_batch_size > 0 else ()
-
-    def specs(tensors):
-        return tuple(TensorSpec(t.name, numpy_of[t.data_type], lead + tuple(t.dims)) for t in tensors)
-
-    return Signature(specs(config.input), specs(config.output))
-
-
-def render(config: mc.ModelConfig) -> str:
-    text = text_format.MessageToString(config)
-    parse(text)  # the text must read back as the same message
-    return text
-
-
-def parse(text: str) -> mc.ModelConfig:
-    return text_format.Parse(text, mc.ModelConfig())
-
-
-def read(path: Path) -> mc.ModelConfig:
-    return parse(path.read_text())

@@ -1,4 +1,4 @@
-"""The repository on disk: staging folders, version numbers, atomic moves and the manifest."""
+"""Writing a repository safely: model names, fingerprints, the build lock, staging folders and atomic moves."""
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import BuildError
+from ..errors import BuildError
+from ..repository.layout import CONFIG_FILE, MANIFEST_FILE
 
-MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
-SAMPLES_FILE = "samples.npz"
 _ILLEGAL = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -43,16 +42,10 @@ def fingerprint(paths: list[Path], extra: dict[str, Any]) -> str:
 def check_output_folder(repo: Path) -> None:
     if repo.exists() and not repo.is_dir():
         raise BuildError(f"{repo}: the output path is a file, not a folder")
-    if repo.is_dir() and any(repo.iterdir()) and not (repo / MANIFEST).is_file():
+    if repo.is_dir() and any(repo.iterdir()) and not (repo / MANIFEST_FILE).is_file():
         entries = [p for p in repo.iterdir() if not p.name.startswith(".") and p.name != "README.md"]
-        if entries and not all((p / "config.pbtxt").is_file() for p in entries if p.is_dir()):
-            raise BuildError(f"{repo}: is not empty and holds no {MANIFEST}; refusing to write into a folder that is not a model repository")
-
-
-def versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"))
+        if entries and not all((p / CONFIG_FILE).is_file() for p in entries if p.is_dir()):
+            raise BuildError(f"{repo}: is not empty and holds no {MANIFEST_FILE}; refusing to write into a folder that is not a model repository")
 
 
 LOCK_FILE = ".tritonforge.lock"
@@ -100,7 +93,7 @@ def install(repo: Path, name: str, staged_model: Path, version: int) -> None:
     if (target / str(version)).exists():
         raise BuildError(f"{name}: version {version} already exists; refusing to overwrite it")
     for item in staged_model.iterdir():  # labels, warmup data: replaced whole, one rename each
-        if item.name in (str(version), "config.pbtxt"):
+        if item.name in (str(version), CONFIG_FILE):
             continue
         old = target / item.name
         if old.is_dir():
@@ -112,38 +105,4 @@ def install(repo: Path, name: str, staged_model: Path, version: int) -> None:
         else:
             os.replace(item, old)
     os.rename(staged_version, target / str(version))
-    os.replace(staged_model / "config.pbtxt", target / "config.pbtxt")
-
-
-class Manifest:
-    """``manifest.json``: what each entry was built from and how well it verified."""
-
-    def __init__(self, repo: Path) -> None:
-        self.path = repo / MANIFEST
-        self.data: dict[str, Any] = {"tritonforge": "0.1.0", "models": {}}
-        if self.path.is_file():
-            try:
-                self.data = json.loads(self.path.read_text())
-            except json.JSONDecodeError as exc:
-                raise BuildError(f"{self.path}: is not valid JSON ({exc.msg} at line {exc.lineno}); fix or remove it") from None
-
-    def entry(self, name: str) -> dict[str, Any] | None:
-        return self.data["models"].get(name)
-
-    def latest(self, name: str) -> dict[str, Any] | None:
-        entry = self.entry(name)
-        if not entry:
-            return None
-        return entry["versions"].get(str(entry["latest_version"]))
-
-    def record(self, name: str, version: int, common: dict[str, Any], record: dict[str, Any]) -> None:
-        entry = self.data["models"].setdefault(name, {"versions": {}})
-        entry.update(common)
-        entry["latest_version"] = version
-        entry["versions"][str(version)] = record
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{MANIFEST}.tmp")
-        temporary.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, self.path)
+    os.replace(staged_model / CONFIG_FILE, target / CONFIG_FILE)
