@@ -12,9 +12,8 @@ from tritonforge.errors import BuildError
 from tritonforge.repository import TensorSpec
 from tritonforge.repository.config import data_type as triton_type
 
-from .library import StepModel, settings_json
+from .library import STEP_PARAMETER, StepModel, settings_json
 
-STEP_PARAMETER = "tritonforge_step"
 STEP_QUEUE_DELAY_US = 100
 
 

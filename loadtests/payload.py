@@ -47,7 +47,7 @@ def _from_samples(spec: ModelSpec, path: Path, rows: int) -> dict[str, np.ndarra
     arrays = {}
     for tensor in spec.inputs:
         if tensor.name not in stored:
-            raise PayloadError(f"{path}: no 'input/{tensor.name}' for input '{tensor.name}' of model '{spec.name}'")
+            raise PayloadError(f"{path}: no sample array for input '{tensor.name}' of model '{spec.name}'")
         array = conform(stored[tensor.name], tensor, spec)
         if spec.batches:
             reps = -(-rows // array.shape[0])
