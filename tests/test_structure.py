@@ -149,3 +149,14 @@ def _plain_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
     return names
+
+
+def test_pyproject_lists_every_package():
+    """A package missing from pyproject.toml's list works in the checkout and is absent from a plain install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join((package, *init.parent.relative_to(folder).parts))
+             for package, folder in PACKAGES.items() for init in folder.rglob("__init__.py")
+             if not (package == "tritonforge" and init.parent != folder and f"tritonforge.{init.relative_to(folder).parts[0]}" in PACKAGES)}
+    assert found == listed
