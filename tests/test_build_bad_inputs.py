@@ -204,6 +204,7 @@ def test_whole_build_refusals(example_models, tmp_path, case, prepare, out, opti
     models.mkdir()
     shutil.copy(example_models / "price_two_inputs.h5", models)
     prepare(tmp_path)
+    existed = (tmp_path / out).exists()
     before = tree_digest(tmp_path / out) if (tmp_path / out).is_dir() else None
     try:
         results = build_repository(models, tmp_path / out, BuildOptions(**options))
@@ -213,6 +214,24 @@ def test_whole_build_refusals(example_models, tmp_path, case, prepare, out, opti
         assert [r.status for r in results] == ["FAILED"] and message in results[0].reason
     if before is not None:
         assert tree_digest(tmp_path / out) == before
+    assert (tmp_path / out).exists() == existed
+
+
+def test_a_build_of_only_broken_files_leaves_no_folder_behind(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "broken.onnx").write_bytes(b"not onnx")
+    [result] = build_repository(models, tmp_path / "new_repo")
+    assert result.status == "FAILED"
+    assert not (tmp_path / "new_repo").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_the_build_lock_exists_only_while_a_build_runs(repo_with_good_model):
+    from tritonforge.builder.staging import LOCK_FILE
+
+    _, repo = repo_with_good_model
+    assert not (repo / LOCK_FILE).exists()
 
 
 def test_cli_reports_failures_with_exit_code_and_no_traceback(example_models, tmp_path):

@@ -53,19 +53,41 @@ LOCK_FILE = ".tritonforge.lock"
 
 @contextmanager
 def exclusive(repo: Path) -> Iterator[None]:
-    """One build at a time per repository: two would race on versions and the manifest."""
+    """One build at a time per repository: two would race on versions and the manifest.
+
+    The lock file exists only while a build runs, and a repository folder this build created
+    but wrote nothing into is removed again: a build that fails leaves the path as it found it.
+    """
     import fcntl
 
+    created = not repo.exists()
     repo.mkdir(parents=True, exist_ok=True)
-    with open(repo / LOCK_FILE, "w") as handle:
+    lock = repo / LOCK_FILE
+    with open(lock, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The holder before us may have removed the file after we opened it: the lock we got
+            # is then on a file nobody else sees, so it excludes nobody.
+            if not lock.exists() or os.stat(lock).st_ino != os.fstat(handle.fileno()).st_ino:
+                raise BlockingIOError
         except BlockingIOError:
+            _remove_if_only_lock(repo, created, lock=None)
             raise BuildError(f"{repo}: another build-repo is writing this repository; wait for it to finish") from None
         try:
             yield
         finally:
+            _remove_if_only_lock(repo, created, lock)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_if_only_lock(repo: Path, created: bool, lock: Path | None) -> None:
+    if lock is not None:
+        lock.unlink(missing_ok=True)
+    if created:
+        try:
+            repo.rmdir()  # only when empty: anything built stays
+        except OSError:
+            pass
 
 
 @contextmanager
