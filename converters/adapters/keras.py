@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from tritonforge.errors import BuildError
+from tritonforge.repository import Signature, tensor_name
+from tritonforge.sidecar import Sidecar
+
 from ..native import import_tensorflow
 from ..probe import FileProbe, one_line
-from tritonforge.sidecar import Sidecar
-from tritonforge.repository import Signature
 from .base import AdapterBase, by_position
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -57,6 +58,14 @@ class KerasAdapter(AdapterBase):
         if fmt == "onnx":
             # tf2onnx's from_keras breaks on Keras 3 Sequential models; Keras' own export works.
             model.export(str(dest), format="onnx", verbose=False, opset_version=sidecar.opset)
+            import onnx
+
+            from ..formats.onnx import rename_tensors, save_single_file
+
+            # Keras' exporter names outputs Identity:0, Identity_1:0...: give them the user's names.
+            proto = onnx.load(str(dest))
+            rename_tensors(proto, keras_input_names(model), keras_output_names(model))
+            save_single_file(proto, dest)
         else:
             model.export(str(dest), format="tf_saved_model", verbose=False)
         return None
@@ -75,6 +84,40 @@ class KerasAdapter(AdapterBase):
             return by_position(signature, [named[k] for k in sorted(named)])
         outputs = [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
         return by_position(signature, outputs)
+
+
+def _invented(name: str, operation) -> bool:
+    """Keras names what the user left unnamed after the class (dense, dense_1, keras_tensor_3)."""
+    import re
+
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", type(operation).__name__).lower() if operation is not None else ""
+    return bool(re.fullmatch(rf"(keras_tensor|input_layer|{re.escape(snake)})(_\d+)?", name))
+
+
+def _names(tensors, role: str) -> list[str]:
+    named = []
+    for index, tensor in enumerate(tensors):
+        history = getattr(tensor, "_keras_history", None)
+        operation = history.operation if history is not None else None
+        name = operation.name if role == "output" and operation is not None else tensor.name
+        if _invented(name, operation):
+            name = role if len(tensors) == 1 else f"{role}_{index}"
+        named.append(tensor_name(name))
+    return named if len(set(named)) == len(named) else [f"{role}_{i}" for i in range(len(named))]
+
+
+def keras_input_names(model) -> list[str]:
+    """The names users gave their Inputs; 'input' / 'input_<i>' where Keras invented one."""
+    return _names(list(model.inputs), "input")
+
+
+def keras_output_names(model) -> list[str] | None:
+    """The names of the layers that make each output (dict outputs keep their keys, which the
+    exporter already uses); 'output' / 'output_<i>' where Keras invented the layer's name."""
+    if isinstance(getattr(model, "_outputs_struct", None), dict):
+        return None
+    outputs = model.outputs if isinstance(model.outputs, (list, tuple)) else [model.outputs]
+    return _names(list(outputs), "output")
 
 
 class SavedModelSource:

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from tritonforge.errors import BuildError
-from ..formats.onnx import save_single_file
+from ..formats.onnx import rename_tensors, save_single_file
 from ..formats.torchscript import input_name, output_name
 from ..probe import FileProbe, one_line
 from tritonforge.sidecar import Sidecar
-from tritonforge.repository import DYNAMIC, Signature, TensorSpec
+from tritonforge.repository import DYNAMIC, Signature, TensorSpec, tensor_name
 from .base import AdapterBase, by_position
 
 # torch.export specialises a dimension whose example size is 1: trace with 2 rows.
@@ -77,6 +77,8 @@ class TorchAdapter(AdapterBase):
         if fmt == "torchscript":
             return self._to_torchscript(model, example, dest)
         proto = self._to_onnx(model, example, sidecar.opset)
+        # The exporters name outputs after graph nodes (linear, output_0): use forward's own names.
+        rename_tensors(proto, [spec.name for spec in model.inputs], _output_names(model.module, example))
         save_single_file(proto, dest)
         return None
 
@@ -118,7 +120,7 @@ class TorchAdapter(AdapterBase):
             scripted.save(str(dest))
             with torch.no_grad():
                 result = scripted(*example)
-        results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
+        results = _flat_outputs(result)
         batched = all(spec.batch_dynamic for spec in model.inputs)
         inputs = tuple(TensorSpec(input_name(i), s.dtype, s.shape) for i, s in enumerate(model.inputs))
         outputs = tuple(
@@ -134,8 +136,30 @@ class TorchAdapter(AdapterBase):
         ordered = [torch.from_numpy(np.ascontiguousarray(inputs[spec.name])) for spec in signature.inputs]
         with torch.no_grad():
             result = model.module(*ordered)
-        results = [result] if isinstance(result, torch.Tensor) else list(result)
-        return by_position(signature, [r.detach().numpy() for r in results])
+        return by_position(signature, [r.detach().numpy() for r in _flat_outputs(result)])
+
+
+def _flat_outputs(result) -> list:
+    """forward's answer as a list of tensors: one tensor, a tuple or list, or a dict (in its order)."""
+    if isinstance(result, dict):
+        return list(result.values())
+    if isinstance(result, (list, tuple)):
+        return list(result)
+    return [result]
+
+
+def _output_names(module, example: tuple) -> list[str]:
+    """'output' for one tensor, 'output_<i>' for a tuple, the keys for a dict."""
+    import torch
+
+    with torch.no_grad():
+        result = module(*example)
+    if isinstance(result, dict):
+        names = [tensor_name(str(k)) for k in result]
+        if len(set(names)) == len(names):
+            return names
+    count = len(_flat_outputs(result))
+    return ["output"] if count == 1 and not isinstance(result, (list, tuple, dict)) else [f"output_{i}" for i in range(count)]
 
 
 def _exported_inputs(program) -> tuple[TensorSpec, ...]:

@@ -34,6 +34,26 @@ def signature_of(model) -> Signature:
     return Signature(inputs, tuple(_spec(v) for v in model.graph.output))
 
 
+def rename_tensors(model, inputs: list[str] | None = None, outputs: list[str] | None = None) -> None:
+    """Give the graph's inputs and outputs these names, in order, everywhere the graph uses them."""
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [v for v in model.graph.input if v.name not in initializers]
+    mapping = {}
+    for values, names in ((graph_inputs, inputs), (list(model.graph.output), outputs)):
+        if names is not None:
+            mapping.update({v.name: n for v, n in zip(values, names) if v.name != n})
+    if not mapping:
+        return
+    clash = set(mapping.values()) & ({n for node in model.graph.node for n in node.output} - set(mapping))
+    if clash:
+        raise BuildError(f"cannot name a tensor '{sorted(clash)[0]}': the graph already has a tensor of that name")
+    for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        value.name = mapping.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+
+
 def save_single_file(model, path: Path) -> None:
     """Save with weights inside the file: Triton copies the version folder, not side files."""
     import onnx

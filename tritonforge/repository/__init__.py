@@ -15,10 +15,10 @@ when it is used.
 from .dtypes import config_type, kserve_type, numpy_dtype
 from .layout import CONFIG_FILE, MANIFEST_FILE, SAMPLES_FILE, model_folders, versions
 from .samples import Samples, latest_samples, read_samples, write_samples
-from .tensors import DYNAMIC, STRING, Signature, TensorSpec
+from .tensors import DYNAMIC, STRING, Signature, TensorSpec, tensor_name
 
 __all__ = [
     "CONFIG_FILE", "DYNAMIC", "MANIFEST_FILE", "SAMPLES_FILE", "STRING", "Samples", "Signature", "TensorSpec",
-    "config_type", "kserve_type", "latest_samples", "model_folders", "numpy_dtype", "read_samples", "versions",
+    "config_type", "kserve_type", "latest_samples", "model_folders", "numpy_dtype", "read_samples", "tensor_name", "versions",
     "write_samples",
 ]

@@ -1,6 +1,7 @@
 """A model's contract: its input and output tensors, batch dimension included."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,17 @@ class Signature:
         ins = ", ".join(t.describe() for t in self.inputs)
         outs = ", ".join(t.describe() for t in self.outputs)
         return f"{ins} -> {outs}"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def tensor_name(name: str) -> str:
+    """A name as a Triton tensor name: kept as given where it is letters, digits, '_', '.' and '-',
+    other characters (':', '/', spaces) made '_'. Those names mean the same in every backend,
+    in KServe JSON, in gRPC and in a shell; a name that starts with a digit gets a leading '_'."""
+    cleaned = _UNSAFE.sub("_", name) or "tensor"
+    return cleaned if not cleaned[0].isdigit() else f"_{cleaned}"
 
 
 def dtype_label(dtype: np.dtype) -> str:
