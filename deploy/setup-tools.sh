@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
-# Tools the deployment checks use (tests/test_deploy*.py). Called by scripts/setup.sh on a fresh
-# machine (root, CI=true, no stdin); quick when everything is already there.
-#   promtool            - Debian's prometheus package: `promtool check config`
+# Tools outside Python that tritonforge's tests, load generators and deployment checks use.
+# Called by scripts/setup.sh on a fresh machine (root, CI=true, no stdin); quick when everything
+# is already there. Debian packages come from apt-get (run as root, or with sudo); when neither
+# works, it stops with one line naming what is missing and the command that installs it.
+#   wrk                 - Debian wrk: native HTTP load generator (benchmarks, tune-repo)
+#   h2load              - Debian nghttp2-client: native HTTP/2 (gRPC) load generator
+#   promtool            - Debian prometheus: `promtool check config`
+#   npm / node          - Debian npm: the PodMonitor CRD schema for deploy/k8s/monitoring/validate.mjs
 #   check-jsonschema    - ships the Compose specification's JSON schema (vendor.compose-spec)
 #   kubernetes-validate - ships the Kubernetes OpenAPI-derived JSON schemas, validates offline
-#   @kubernetes-models/prometheus-operator (npm) - the PodMonitor CRD schema, for
-#                         deploy/k8s/monitoring/validate.mjs; installed under .venv/ (git-ignored)
+#   @kubernetes-models/prometheus-operator (npm) - installed under .venv/ (git-ignored)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v promtool >/dev/null 2>&1; then
+# command -> Debian package that provides it
+declare -A PACKAGE_OF=([wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus [npm]=npm)
+missing=()
+for tool in wrk h2load promtool npm; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then APT=(apt-get); elif command -v sudo >/dev/null 2>&1; then APT=(sudo apt-get); else APT=(); fi
+  if [ ${#APT[@]} -eq 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install ${missing[*]}) and run again" >&2
+    exit 1
+  fi
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # Installs the server too; nothing starts it in a container without an init system.
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  "${APT[@]}" update -qq
+  # prometheus installs the server too; nothing starts it in a container without an init system.
+  "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! .venv/bin/python -c 'import check_jsonschema, kubernetes_validate' >/dev/null 2>&1; then
