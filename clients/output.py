@@ -46,13 +46,39 @@ def format_text(result: InferResult) -> str:
                 lines.append(f"    row {i}: {shown}")
             continue
         shape = "x".join(str(d) for d in array.shape)
-        lines.append(f"  {name} [{shape}] {array.dtype}")
+        lines.append(f"  {name}:{_dtype_label(array)}[{shape}]")
         rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
+        names = _class_names(result, rows)
         for i, row in enumerate(rows[:_MAX_VALUES]):
-            lines.append(f"    row {i}: {_values(row)}")
+            shown = f"{names[int(row[0])]} ({int(row[0])})" if names else _values(row)
+            lines.append(f"    row {i}: {shown}")
         if len(rows) > _MAX_VALUES:
             lines.append(f"    ... ({len(rows) - _MAX_VALUES} more rows)")
     return "\n".join(lines)
+
+
+def _dtype_label(array: np.ndarray) -> str:
+    """The build report's spelling: string for BYTES, numpy names otherwise."""
+    return "string" if array.dtype == object else array.dtype.name
+
+
+def _class_names(result: InferResult, rows: np.ndarray) -> dict[int, str]:
+    """Names for a one-column integer output (a classifier's ``label``) whose every value is a class
+    index the server's classification extension named in this answer; else nothing."""
+    known = {c.index: c.label for classified in result.classes.values() for row in classified for c in row if c.label}
+    if not known or rows.ndim != 2 or rows.shape[1] != 1 or rows.dtype.kind not in "iu":
+        return {}
+    return known if all(int(v) in known for v in rows.reshape(-1)) else {}
+
+
+def _ensemble_classes(result: InferResult) -> dict[str, list[list[dict]]]:
+    """A classify step's LABELS and SCORES as the same {label, score} rows as a classified output."""
+    labels, scores = result.outputs.get("LABELS"), result.outputs.get("SCORES")
+    if labels is None or scores is None or labels.shape != scores.shape or labels.ndim != 2:
+        return {}
+    decode = (lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+    return {"LABELS": [[{"label": decode(lab), "score": float(score)} for lab, score in zip(row_labels, row_scores)]
+                       for row_labels, row_scores in zip(labels, scores)]}
 
 
 def to_json(result: InferResult) -> dict:
@@ -68,8 +94,9 @@ def to_json(result: InferResult) -> dict:
         "version": result.version,
         "outputs": {name: plain(array) for name, array in result.outputs.items() if name not in result.classes},
         "classes": {
-            name: [[{"label": c.label, "score": c.score, "index": c.index} for c in row] for row in rows]
-            for name, rows in result.classes.items()
+            **{name: [[{"label": c.label, "score": c.score, "index": c.index} for c in row] for row in rows]
+               for name, rows in result.classes.items()},
+            **_ensemble_classes(result),
         },
     }
 

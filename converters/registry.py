@@ -70,7 +70,8 @@ class Registry:
         kind = "folder" if probe.path.is_dir() else "file"
         expected = SUFFIX_FRAMEWORKS.get(probe.suffix)
         if expected and not probe.path.is_dir():
-            raise BuildError(f"{probe.path.name}: named like a {expected} file but not readable as one (truncated or corrupt?)")
+            article = "an" if expected[0] in "AEIOUX" else "a"  # an XGBoost, an ONNX
+            raise BuildError(f"{probe.path.name}: named like {article} {expected} file but not readable as one (truncated or corrupt?)")
         names = ", ".join(a.framework for a in self.adapters)
         raise BuildError(
             f"{probe.path.name}: not a model this tool recognises ({kind} matched none of the "

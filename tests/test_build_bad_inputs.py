@@ -245,7 +245,7 @@ def test_cli_reports_failures_with_exit_code_and_no_traceback(example_models, tm
     assert "Traceback" not in done.stderr + done.stdout
     lines = done.stdout.splitlines()
     assert any(line.startswith("house_price_xgb") and " OK " in line for line in lines)
-    assert any(line.startswith("notes") and "FAILED  notes.txt: not a model this tool recognises" in line for line in lines)
+    assert any(line.split()[:3] == ["notes", "FAILED", "notes.txt:"] and "not a model this tool recognises" in line for line in lines)
     assert lines[-1] == "2 models: 1 built, 0 unchanged, 1 failed"
 
 

@@ -82,6 +82,31 @@ def test_text_output_shows_each_rows_label_and_score(served_examples, capsys):
     assert f"row 0: {labels[top]} ({probabilities[0, top]:.4f})" in out
 
 
+def test_text_output_names_a_classifiers_label_output(served_examples, capsys):
+    server, repo = served_examples
+    code, out, _ = _cli(capsys, "iris_xgb", "--input", samples_path(repo, "iris_xgb"), "-u", server.http_url, "--top-k", "1")
+    assert code == 0
+    labels = (repo / "iris_xgb" / "labels.txt").read_text().split()
+    expected = _samples(repo, "iris_xgb")["output/label"].reshape(-1)
+    block = out.split("  label:int64[", 1)[1].splitlines()
+    assert block[1].strip() == f"row 0: {labels[expected[0]]} ({expected[0]})"
+
+
+def test_json_output_gives_an_ensembles_labels_as_classes(served_examples, capsys):
+    from fixtures_clients import ensembles_in
+
+    server, repo = served_examples
+    if "digits_cnn_ensemble" not in ensembles_in(repo):
+        pytest.skip("no digits_cnn_ensemble in the built repository")
+    code, out, _ = _cli(capsys, "digits_cnn_ensemble", "--input", samples_path(repo, "digits_cnn_ensemble"),
+                        "-u", server.http_url, "--json")
+    assert code == 0
+    answer = json.loads(out)
+    rows = answer["classes"]["LABELS"]
+    assert [[c["label"] for c in row] for row in rows] == answer["outputs"]["LABELS"]
+    assert all(row[0]["score"] >= row[-1]["score"] for row in rows)
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_server_refusals_are_printed_as_the_server_wrote_them(served_examples, capsys, tmp_path, protocol):
     server, _ = served_examples

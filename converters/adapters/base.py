@@ -31,5 +31,5 @@ class AdapterBase:
 def by_position(signature: Signature, outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Name a framework's ordered outputs after the artifact's outputs."""
     if len(outputs) != len(signature.outputs):
-        raise ValueError(f"source model gave {len(outputs)} outputs, the artifact has {len(signature.outputs)}")
+        raise ValueError(f"source model gave {len(outputs)} output(s), the artifact has {len(signature.outputs)}")
     return {spec.name: np.asarray(value) for spec, value in zip(signature.outputs, outputs)}
