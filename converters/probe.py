@@ -10,6 +10,7 @@ from pathlib import Path
 from tritonforge.errors import BuildError
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+TORCH_SAVE_SUFFIXES = (".pt", ".pth")  # torch.save: a zip around a pickle
 
 
 class FileProbe:
@@ -64,8 +65,20 @@ class FileProbe:
         """``torch.save`` of a whole module: a zip whose ``data.pkl`` is an arbitrary pickle."""
         return self.has_member("/data.pkl") and not self.has_member("/constants.pkl")
 
+    @property
+    def is_pickle(self) -> bool:
+        return self.is_plain_pickle or self.is_torch_pickle
+
     def unpickle(self):
-        """Load a pickle-based file; only with --allow-pickle, since loading one runs its code."""
+        """Load a pickle-based file; only with --allow-pickle, since loading one runs its code, and
+        only when its name says pickle: one named .json or .keras is a disguise, never loaded."""
+        loadable = PICKLE_SUFFIXES + (TORCH_SAVE_SUFFIXES if self.is_torch_pickle else ())
+        if self.suffix not in loadable:
+            kind = "torch.save pickle" if self.is_torch_pickle else "pickle"
+            raise BuildError(
+                f"{self.path.name}: is a {kind} named '{self.suffix or '(no suffix)'}'; pickles are loaded only from "
+                f"{', '.join(loadable)} files (and only with --allow-pickle): rename it if you trust it"
+            )
         if not self.allow_pickle:
             raise BuildError(
                 f"{self.path.name}: is a pickle-based file and loading it runs code from the file; "

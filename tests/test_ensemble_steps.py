@@ -44,6 +44,15 @@ BAD_ROWS = [
     ("unknown field", [b'{"city": "x", "age": 1, "income": 1, "zip": 9}'], CHURN, "row 0: unknown field 'zip'"),
     ("CSV with too few values", [b'{"city": "x", "age": 1, "income": 1}', b"nice,30"], CHURN, "row 1: CSV row has 2 values, expected 3"),
     ("JSON array, not object", [b"[1, 2]"], CHURN, "row 0: a JSON row must be an object"),
+    ("invalid UTF-8", [b'{"city": "\xff\xfe", "age": 1, "income": 1}'], CHURN, "row 0: not UTF-8 text (byte 10)"),
+    ("JSON nested thousands deep", [b"[" * 5000 + b"]" * 5000], CHURN, "row 0: JSON nested too deeply"),
+    ("a number of 5000 digits", [b'{"city": "x", "age": ' + b"9" * 5000 + b', "income": 1}'], CHURN, "row 0: not valid JSON"),
+    ("a float beyond float64", [b"x,1e999999,1"], CHURN, "row 0: field 'age' must be a finite number"),
+    ("NaN where the model takes none", [b'{"city": "x", "age": NaN, "income": 1}'], CHURN,
+     "row 0: field 'age' is NaN, and this model takes no missing values"),
+    ("nan in CSV where the model takes none", [b"x,nan,1"], CHURN, "row 0: field 'age' is NaN"),
+    ("Infinity even where NaN is allowed", [b'{"sepal_length": Infinity}'], IRIS, "row 0: field 'sepal_length' must be a finite number"),
+    ("a row over the length bound", [b"x," + b"1" * (70 << 10) + b",1"], CHURN, "row 0: 71684 bytes is longer than 65536"),
 ]
 
 
@@ -64,6 +73,18 @@ def png(height: int, width: int, mode: str = "L", noise: bool = False) -> bytes:
     return buffer.getvalue()
 
 
+def claims(width: int, height: int) -> bytes:
+    """A 60-byte PNG whose header claims width x height pixels (a decompression bomb's opening)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
 DIGITS = {"output": "input_layer", "dtype": "float32", "layout": "NHWC", "height": 28, "width": 28, "channels": 1,
           "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
 
@@ -81,6 +102,8 @@ def test_image_is_resized_scaled_and_laid_out_like_the_model():
     (png(28, 28, noise=True)[:400], "row 0: cannot decode image"),
     (b"GIF89a not really", "row 0: cannot decode image"),
     (b"", "row 0: empty image"),
+    (claims(4097, 4097), "row 0: image of 4097x4097 pixels is larger than 16777216 pixels"),
+    (claims(100_000, 100_000), "row 0: cannot decode image (Image size (10000000000 pixels) exceeds limit"),
 ])
 def test_unreadable_images_are_named_by_row(data, message):
     with pytest.raises(image.RowError) as error:

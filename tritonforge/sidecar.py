@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import reprlib
+
 import numpy as np
 import yaml
 
@@ -34,6 +36,16 @@ from .errors import BuildError
 FOLDER_SIDECAR = "tritonforge.yaml"
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 FORMATS = ("onnx", "torchscript", "savedmodel")
+MAX_SIDECAR_BYTES = 1 << 20  # a sidecar is a few settings; anything larger is a mistake or an attack
+MAX_NESTING = 16
+
+_shown = reprlib.Repr()
+_shown.maxstring, _shown.maxother, _shown.maxlist, _shown.maxdict, _shown.maxlevel = 60, 60, 6, 6, 2
+
+
+def show(value: Any) -> str:
+    """A value as an error message may print it: bounded, however large the value."""
+    return _shown.repr(value)
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -66,19 +78,19 @@ class Sidecar:
 
 def _int(where: str, key: str, value: Any, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise BuildError(f"{where}: '{key}' must be an integer >= {minimum}, got {value!r}")
+        raise BuildError(f"{where}: '{key}' must be an integer >= {minimum}, got {show(value)}")
     return value
 
 
 def _float(where: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise BuildError(f"{where}: '{key}' must be a number >= 0, got {value!r}")
+        raise BuildError(f"{where}: '{key}' must be a number >= 0, got {show(value)}")
     return float(value)
 
 
 def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise BuildError(f"{where}: '{key}' must be one of {', '.join(choices)}, got {value!r}")
+        raise BuildError(f"{where}: '{key}' must be one of {', '.join(choices)}, got {show(value)}")
     return value
 
 
@@ -88,7 +100,7 @@ def _dtype(where: str, value: Any) -> np.dtype:
     try:
         return np.dtype(value)
     except TypeError:
-        raise BuildError(f"{where}: input dtype {value!r} is not a numpy dtype name (float32, int64, string...)") from None
+        raise BuildError(f"{where}: input dtype {show(value)} is not a numpy dtype name (float32, int64, string...)") from None
 
 
 def tensor_list(where: str, value: Any) -> tuple[InputOverride, ...]:
@@ -101,17 +113,30 @@ def tensor_list(where: str, value: Any) -> tuple[InputOverride, ...]:
             raise BuildError(f"{where}: inputs[{i}] needs at least a 'shape' (a list of integers, -1 for the batch)")
         unknown = set(item) - {"name", "shape", "dtype"}
         if unknown:
-            raise BuildError(f"{where}: inputs[{i}] has unknown key '{sorted(unknown)[0]}' (allowed: name, shape, dtype)")
+            raise BuildError(f"{where}: inputs[{i}] has unknown key {show(sorted(unknown, key=str)[0])} (allowed: name, shape, dtype)")
         shape = item["shape"]
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in shape):
-            raise BuildError(f"{where}: inputs[{i}].shape must be a list of positive integers or -1, got {shape!r}")
+            raise BuildError(f"{where}: inputs[{i}].shape must be a list of positive integers or -1, got {show(shape)}")
         parsed.append(InputOverride(str(item.get("name", f"input_{i}")), tuple(shape), _dtype(where, item.get("dtype", "float32"))))
     return tuple(parsed)
 
 
-def _labels(where: str, value: Any, base: Path) -> tuple[str, ...]:
+def inside(where: str, key: str, value: Any, base: Path, allowed: tuple[Path, ...] = ()) -> Path:
+    """A path a sidecar names, resolved (symlinks followed) and refused unless it lies inside the
+    models folder or a folder the user allowed with --allow-outside."""
+    if not isinstance(value, str) or not value:
+        raise BuildError(f"{where}: '{key}' must be a path relative to the models folder, got {show(value)}")
+    path = (base / value).resolve()
+    roots = [base.resolve(), *(Path(a).resolve() for a in allowed)]
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        raise BuildError(f"{where}: '{key}' path {show(value)} resolves outside the models folder "
+                         f"({path}); move it in, or pass --allow-outside {path.parent}")
+    return path
+
+
+def _labels(where: str, value: Any, base: Path, allowed: tuple[Path, ...]) -> tuple[str, ...]:
     if isinstance(value, str):
-        path = base / value
+        path = inside(where, "labels", value, base, allowed)
         if not path.is_file():
             raise BuildError(f"{where}: labels file '{value}' does not exist")
         return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
@@ -120,7 +145,7 @@ def _labels(where: str, value: Any, base: Path) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def parse(raw: Any, where: str, base: Path) -> dict[str, Any]:
+def parse(raw: Any, where: str, base: Path, allowed: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Validate one sidecar mapping; returns the Sidecar fields it sets."""
     if raw is None:
         return {}
@@ -131,32 +156,34 @@ def parse(raw: Any, where: str, base: Path) -> dict[str, Any]:
         "device": lambda v: {"device": _choice(where, "device", v, DEVICES)},
         "instances": lambda v: {"instances": _int(where, "instances", v, 1)},
         "inputs": lambda v: {"inputs": tensor_list(where, v)},
-        "labels": lambda v: {"labels": _labels(where, v, base)},
+        "labels": lambda v: {"labels": _labels(where, v, base, allowed)},
         "max_batch_size": lambda v: {"max_batch_size": _int(where, "max_batch_size", v)},
         "dynamic_batching": lambda v: _dynamic_batching(where, v),
         "tolerance": lambda v: _tolerance(where, v),
-        "samples": lambda v: {"samples": _samples(where, v, base)},
+        "samples": lambda v: {"samples": _samples(where, v, base, allowed)},
         "sample_rows": lambda v: {"sample_rows": _int(where, "sample_rows", v, 1)},
         "opset": lambda v: {"opset": _int(where, "opset", v, 7)},
-        "preprocess": lambda v: {"preprocess": _mapping(where, "preprocess", v)},
-        "postprocess": lambda v: {"postprocess": _mapping(where, "postprocess", v)},
+        "preprocess": lambda v: {"preprocess": _step(where, "preprocess", v, base, allowed)},
+        "postprocess": lambda v: {"postprocess": _step(where, "postprocess", v, base, allowed)},
     }
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in parsers:
-            raise BuildError(f"{where}: unknown key '{key}' (allowed: {', '.join(parsers)})")
+            raise BuildError(f"{where}: unknown key {show(key)} (allowed: {', '.join(parsers)})")
         values.update(parsers[key](value))
     return values
 
 
-def _mapping(where: str, key: str, value: Any) -> dict:
+def _step(where: str, key: str, value: Any, base: Path, allowed: tuple[Path, ...]) -> dict:
     if not isinstance(value, dict):
         raise BuildError(f"{where}: '{key}' must be a mapping")
+    if "file" in value:  # a user step's code: imported at build time, copied into the repository
+        value = {**value, "file": str(inside(where, f"{key}.file", value["file"], base, allowed))}
     return value
 
 
-def _samples(where: str, value: Any, base: Path) -> Path:
-    path = base / str(value)
+def _samples(where: str, value: Any, base: Path, allowed: tuple[Path, ...]) -> Path:
+    path = inside(where, "samples", value, base, allowed)
     if not path.is_file():
         raise BuildError(f"{where}: samples file '{value}' does not exist")
     return path
@@ -186,9 +213,28 @@ def _tolerance(where: str, value: Any) -> dict[str, Any]:
     return {key: _float(where, f"tolerance.{key}", item) for key, item in value.items()}
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
+    """A sidecar's YAML, refused before it is built when it could grow without bound: larger than
+    MAX_SIDECAR_BYTES, anchors or aliases (a few hundred bytes of them expand to gigabytes), or
+    nested deeper than MAX_NESTING."""
+    if path.stat().st_size > MAX_SIDECAR_BYTES:
+        raise BuildError(f"{path.name}: a sidecar of {path.stat().st_size} bytes is larger than {MAX_SIDECAR_BYTES}")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text()
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                line = event.start_mark.line + 1
+                raise BuildError(f"{path.name}: YAML anchors and aliases are not allowed in a sidecar (line {line}); write the values out")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise BuildError(f"{path.name}: nested deeper than {MAX_NESTING} levels (line {event.start_mark.line + 1})")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise BuildError(f"{path.name}: is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -198,25 +244,26 @@ def _read_yaml(path: Path) -> Any:
 class FolderSidecars:
     """The sidecars of one input folder: the folder-wide file and each model's own."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, allowed: tuple[Path, ...] = ()) -> None:
         self.folder = folder
+        self.allowed = tuple(allowed)
         self.defaults: dict[str, Any] = {}
         self.per_model: dict[str, dict[str, Any]] = {}
         path = folder / FOLDER_SIDECAR
         if path.is_file():
-            raw = _read_yaml(path) or {}
+            raw = read_yaml(path) or {}
             if not isinstance(raw, dict) or not set(raw) <= {"defaults", "models"}:
                 raise BuildError(f"{FOLDER_SIDECAR}: must be a mapping with 'defaults' and/or 'models'")
-            self.defaults = parse(raw.get("defaults"), f"{FOLDER_SIDECAR} defaults", folder)
+            self.defaults = parse(raw.get("defaults"), f"{FOLDER_SIDECAR} defaults", folder, self.allowed)
             models = raw.get("models") or {}
             if not isinstance(models, dict):
                 raise BuildError(f"{FOLDER_SIDECAR}: 'models' must map model names to settings")
-            self.per_model = {name: parse(v, f"{FOLDER_SIDECAR} models.{name}", folder) for name, v in models.items()}
+            self.per_model = {name: parse(v, f"{FOLDER_SIDECAR} models.{show(name)}", folder, self.allowed) for name, v in models.items()}
 
     def for_model(self, name: str, own: Path | None) -> Sidecar:
         values = dict(self.defaults)
         values.update(self.per_model.get(name, {}))
         if own is not None:
-            values.update(parse(_read_yaml(own), own.name, own.parent))
+            values.update(parse(read_yaml(own), own.name, own.parent, self.allowed))
         return replace(Sidecar(), **values)
 

@@ -13,6 +13,9 @@ import numpy as np
 
 STEP_PARAMETER = "tritonforge_step"
 RAW_INPUT = "RAW"
+# Bounds checked before anything is decoded: a few KB of PNG can claim gigapixels.
+MAX_IMAGE_BYTES = 32 << 20
+MAX_PIXELS = 4096 * 4096
 
 
 class RowError(ValueError):
@@ -24,15 +27,27 @@ def decode(index, data, spec):
 
     if not isinstance(data, bytes) or not data:
         raise RowError(f"row {index}: empty image")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise RowError(f"row {index}: image of {len(data)} bytes is larger than {MAX_IMAGE_BYTES}")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise RowError(f"row {index}: image of {width}x{height} pixels is larger than {MAX_PIXELS} pixels")
         image = image.convert("L" if spec["channels"] == 1 else "RGB")
         if image.size != (spec["width"], spec["height"]):
             image = image.resize((spec["width"], spec["height"]), Image.BILINEAR)
         pixels = np.asarray(image, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise RowError(f"row {index}: cannot decode image ({exc})") from None
+    except RowError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise RowError(f"row {index}: cannot decode image ({_one_line(exc)})") from None
     return pixels.reshape(spec["height"], spec["width"], spec["channels"])
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
 
 
 def normalise(pixels, spec):
@@ -68,7 +83,11 @@ class TritonPythonModel:
                 decoded = [decode(i, data, self.spec) for i, data in enumerate(raw.tolist())]
             except RowError as exc:
                 counts.append(0)
-                errors.append(str(exc))
+                errors.append((str(exc), pb_utils.TritonError.INVALID_ARG))
+                continue
+            except Exception as exc:  # a fault of this step, not of the image: one line, no traceback
+                counts.append(0)
+                errors.append((f"image step failed: {type(exc).__name__}", pb_utils.TritonError.INTERNAL))
                 continue
             images.extend(decoded)
             counts.append(len(decoded))
@@ -78,7 +97,7 @@ class TritonPythonModel:
         responses, offset = [], 0
         for count, error in zip(counts, errors):
             if error is not None:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG)))
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(*error)))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.spec["output"], batch[offset:offset + count])]))
             offset += count

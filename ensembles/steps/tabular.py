@@ -16,6 +16,7 @@ import numpy as np
 
 STEP_PARAMETER = "tritonforge_step"
 RAW_INPUT = "RAW"
+MAX_ROW_BYTES = 64 << 10  # bounded before parsing: a row is a record, not a document
 
 
 class RowError(ValueError):
@@ -27,7 +28,12 @@ def field_order(spec):
 
 
 def _parse_row(index, raw, spec, order):
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    if len(raw) > MAX_ROW_BYTES:
+        raise RowError(f"row {index}: {len(raw)} bytes is longer than {MAX_ROW_BYTES}")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    except UnicodeDecodeError as exc:
+        raise RowError(f"row {index}: not UTF-8 text (byte {exc.start})") from None
     text = text.strip()
     kind = spec.get("format", "auto")
     if kind == "json" or (kind == "auto" and text[:1] in ("{", "[")):
@@ -35,11 +41,15 @@ def _parse_row(index, raw, spec, order):
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RowError(f"row {index}: not valid JSON ({exc.msg} at char {exc.pos})") from None
+        except RecursionError:
+            raise RowError(f"row {index}: JSON nested too deeply") from None
+        except ValueError as exc:  # an integer of thousands of digits
+            raise RowError(f"row {index}: not valid JSON ({str(exc)[:80]})") from None
         if not isinstance(record, dict):
             raise RowError(f"row {index}: a JSON row must be an object of field: value")
         unknown = sorted(set(record) - set(order))
         if unknown:
-            raise RowError(f"row {index}: unknown field '{unknown[0]}' (expected: {', '.join(order)})")
+            raise RowError(f"row {index}: unknown field '{str(unknown[0])[:40]}' (expected: {', '.join(order)})")
         return record
     values = next(csv.reader([text]))
     if len(values) != len(order):
@@ -53,18 +63,30 @@ def _number(index, field, value, allow_missing):
             return np.nan
         raise RowError(f"row {index}: missing field '{field}'")
     if isinstance(value, bool):
-        raise RowError(f"row {index}: field '{field}' must be a number, got {json.dumps(value)}")
+        raise RowError(f"row {index}: field '{field}' must be a number, got {_shown(value)}")
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise RowError(f"row {index}: field '{field}' must be a number, got {json.dumps(value)}") from None
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise RowError(f"row {index}: field '{field}' must be a number, got {_shown(value)}") from None
+    if number != number:  # NaN (JSON NaN, CSV 'nan'): a missing value
+        if allow_missing:
+            return number
+        raise RowError(f"row {index}: field '{field}' is NaN, and this model takes no missing values")
+    if number in (float("inf"), float("-inf")):
+        raise RowError(f"row {index}: field '{field}' must be a finite number, got {_shown(value)}")
+    return number
+
+
+def _shown(value):
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _text(index, field, value):
     if value is None:
         raise RowError(f"row {index}: missing field '{field}'")
     if not isinstance(value, str):
-        raise RowError(f"row {index}: field '{field}' must be a string, got {json.dumps(value)}")
+        raise RowError(f"row {index}: field '{field}' must be a string, got {_shown(value)}")
     return value
 
 
@@ -114,7 +136,11 @@ class TritonPythonModel:
                 rows = read_rows(raw.tolist(), self.spec)
             except RowError as exc:
                 counts.append(0)
-                errors.append(str(exc))
+                errors.append((str(exc), pb_utils.TritonError.INVALID_ARG))
+                continue
+            except Exception as exc:  # a fault of this step, not of the row: one line, no traceback
+                counts.append(0)
+                errors.append((f"tabular step failed: {type(exc).__name__}", pb_utils.TritonError.INTERNAL))
                 continue
             for name, values in rows.items():
                 columns[name].extend(values)
@@ -124,7 +150,7 @@ class TritonPythonModel:
         responses, offset = [], 0
         for count, error in zip(counts, errors):
             if error is not None:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG)))
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(*error)))
                 continue
             tensors = [pb_utils.Tensor(name, value[offset:offset + count]) for name, value in arrays.items()]
             offset += count

@@ -57,7 +57,7 @@ class TritonPythonModel:
         joined = {name: np.concatenate([b[name] for b in batches]) for name in self.spec["inputs"]}
         try:
             result = call(self.function, joined, self.spec)
-        except ValueError:
+        except Exception:
             # One call for the whole batch: on a bad row, retry each request alone so that only
             # the requests at fault fail.
             return [self._alone(batch) for batch in batches]
@@ -71,6 +71,14 @@ class TritonPythonModel:
     def _alone(self, batch):
         try:
             result = call(self.function, batch, self.spec)
-        except ValueError as exc:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+        except ValueError as exc:  # the user's function refuses the input: the client's fault
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(_one_line(exc), pb_utils.TritonError.INVALID_ARG))
+        except Exception as exc:  # anything else is the step's fault: one line, no traceback
+            message = f"{self.spec['function']} failed: {type(exc).__name__}: {_one_line(exc)}"
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in result.items()])
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

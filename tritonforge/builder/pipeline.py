@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import yaml
 
 from .. import converters, ensembles, verify
 from ..converters.probe import FileProbe, one_line
@@ -23,7 +22,7 @@ from ..repository import SAMPLES_FILE, Samples, Signature, read_samples, version
 from ..repository import config as config_file
 from ..repository.layout import CONFIG_FILE, LABELS_FILE, WARMUP_DIR, warmup_file
 from ..repository.manifest import Manifest, ManifestError
-from ..sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar
+from ..sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar, read_yaml
 from ..verify import OutputError
 from . import configure, staging
 from .releases import DEFAULT_RELEASE, parse_release
@@ -42,6 +41,7 @@ class BuildOptions:
     triton_version: str = DEFAULT_RELEASE
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     warmup: bool = True
+    allow_outside: tuple[Path, ...] = ()  # folders sidecar paths and model symlinks may point into
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,9 @@ def _referenced_files(src: Path, sidecars: list[Path]) -> set[Path]:
     found = set()
     for path in sidecars:
         try:
-            raw = yaml.safe_load(path.read_text()) if path.is_file() else None
-        except yaml.YAMLError:
-            continue
+            raw = read_yaml(path) if path.is_file() else None
+        except BuildError:
+            continue  # refused with its reason when the model's sidecar is read
         blocks = [raw] if isinstance(raw, dict) else []
         if isinstance(raw, dict):
             blocks += [raw.get("defaults")] + list((raw.get("models") or {}).values() if isinstance(raw.get("models"), dict) else [])
@@ -99,6 +99,17 @@ def _referenced_files(src: Path, sidecars: list[Path]) -> set[Path]:
                     if isinstance(holder, dict) and isinstance(holder.get(key), str):
                         found.add((path.parent / holder[key]).resolve())
     return found
+
+
+def _outside(path: Path, src: Path, allowed: tuple[Path, ...]) -> Path | None:
+    """Where a model file or folder really lies, when a symlink (its own or one inside a folder
+    model) takes it out of the models folder and no --allow-outside covers it; else None."""
+    roots = [src.resolve(), *(Path(a).resolve() for a in allowed)]
+    for item in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
+        real = item.resolve()
+        if not any(real == root or real.is_relative_to(root) for root in roots):
+            return real
+    return None
 
 
 def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(),
@@ -117,7 +128,7 @@ def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(
     if only is not None:
         sources = [s for s in sources if s.name == only]
         results = [r for r in results if r.name == only]
-    sidecars = FolderSidecars(src)
+    sidecars = FolderSidecars(src, options.allow_outside)
     with staging.exclusive(dst):
         try:
             manifest = Manifest(dst)
@@ -151,6 +162,10 @@ def _build_all(sources: list[ModelSource], results: list[BuildResult], sidecars:
 def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, manifest: Manifest,
                  options: BuildOptions, release) -> list[BuildResult]:
     sidecar = sidecars.for_model(source.name, source.sidecar)
+    real = _outside(source.path, sidecars.folder, options.allow_outside)
+    if real is not None:
+        raise BuildError(f"{source.path.name}: is a symlink to {real}, outside the models folder; "
+                         f"copy it in, or pass --allow-outside {real.parent}")
     probe = FileProbe(source.path, options.allow_pickle)
     adapter = converters.REGISTRY.detect(probe)
     fmt_name = _target_format(adapter, sidecar, options, source)

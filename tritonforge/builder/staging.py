@@ -96,10 +96,19 @@ def staging(repo: Path, name: str) -> Iterator[Path]:
     one rename, but outside it, so that a Triton polling the repository never sees it."""
     repo.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f".{repo.resolve().name}{STAGING_PREFIX}{name}-", dir=repo.resolve().parent))
+    # mkdtemp makes 0700 folders and the mode survives the rename into place: a Triton running
+    # as another user (the NGC image's) could not read the model. Use the umask, as mkdir does.
+    os.chmod(path, 0o777 & ~_umask())
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def install(repo: Path, name: str, staged_model: Path, version: int) -> None:
