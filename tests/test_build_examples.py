@@ -63,11 +63,15 @@ def test_classifiers_get_a_labels_file_on_their_scores(built_examples_repo, name
     assert (built_examples_repo / name / labelled[0].label_filename).read_text().split() == labels
 
 
-@pytest.mark.parametrize("name, kind", [("digits_cnn", "KIND_GPU"), ("torch_cnn", "KIND_GPU"),
-                                        ("iris_xgb", "KIND_CPU"), ("churn_pipeline", "KIND_CPU")])
-def test_instance_kind_follows_the_framework(built_examples_repo, name, kind):
+@pytest.mark.parametrize("name, portable, gpu", [("digits_cnn", "KIND_AUTO", "KIND_GPU"), ("torch_cnn", "KIND_AUTO", "KIND_GPU"),
+                                                 ("iris_xgb", "KIND_CPU", "KIND_CPU"), ("churn_pipeline", "KIND_CPU", "KIND_CPU")])
+def test_instance_kind_follows_the_framework_in_each_variant(built_examples_repo, name, portable, gpu):
     config = configs.read(built_examples_repo / name / "config.pbtxt")
-    assert [g.kind for g in config.instance_group] == [getattr(config.instance_group[0], kind)]
+    assert [g.kind for g in config.instance_group] == [getattr(config.instance_group[0], portable)]
+    variant = configs.read_variant(built_examples_repo / name, "gpu")
+    assert [g.kind for g in variant.instance_group] == [getattr(variant.instance_group[0], gpu)]
+    variant = configs.read_variant(built_examples_repo / name, "cpu")
+    assert [g.kind for g in variant.instance_group] == [variant.instance_group[0].KIND_CPU]
 
 
 @pytest.mark.parametrize("name", EXAMPLE_MODELS)

@@ -74,6 +74,16 @@ class Sidecar:
     opset: int = 17
     preprocess: dict | None = None
     postprocess: dict | None = None
+    tensorrt_precision: str = "fp32"  # gpu variant, ONNX: the TensorRT accelerator's precision
+    tensorrt_workspace_bytes: int = 1 << 30
+    intra_op_threads: int | None = None  # cpu variant, ONNX Runtime; None: the portable default
+    inter_op_threads: int | None = None
+    graph_level: str | None = None  # ONNX Runtime graph optimisation: basic | extended | disabled
+    openvino: bool = False  # cpu variant, ONNX: OpenVINO as cpu_execution_accelerator
+    queue: tuple[tuple[str, Any], ...] = ()  # default_queue_policy settings, checked
+    priority_levels: int = 0
+    default_priority_level: int = 0
+    response_cache: bool = False
 
 
 def _int(where: str, key: str, value: Any, minimum: int = 0) -> int:
@@ -165,6 +175,12 @@ def parse(raw: Any, where: str, base: Path, allowed: tuple[Path, ...] = ()) -> d
         "opset": lambda v: {"opset": _int(where, "opset", v, 7)},
         "preprocess": lambda v: {"preprocess": _step(where, "preprocess", v, base, allowed)},
         "postprocess": lambda v: {"postprocess": _step(where, "postprocess", v, base, allowed)},
+        "tensorrt": lambda v: _tensorrt(where, v),
+        "onnxruntime": lambda v: _onnxruntime(where, v),
+        "queue": lambda v: {"queue": _queue(where, v)},
+        "priority_levels": lambda v: {"priority_levels": _int(where, "priority_levels", v, 1)},
+        "default_priority_level": lambda v: {"default_priority_level": _int(where, "default_priority_level", v, 1)},
+        "response_cache": lambda v: {"response_cache": _bool(where, "response_cache", v)},
     }
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -172,6 +188,62 @@ def parse(raw: Any, where: str, base: Path, allowed: tuple[Path, ...] = ()) -> d
             raise BuildError(f"{where}: unknown key {show(key)} (allowed: {', '.join(parsers)})")
         values.update(parsers[key](value))
     return values
+
+
+def _bool(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BuildError(f"{where}: '{key}' must be true or false, got {show(value)}")
+    return value
+
+
+def _keys(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(value, dict):
+        raise BuildError(f"{where}: '{key}' must be a mapping")
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        raise BuildError(f"{where}: unknown key '{key}.{str(unknown[0])[:40]}' (allowed: {', '.join(allowed)})")
+    return value
+
+
+def _tensorrt(where: str, value: Any) -> dict[str, Any]:
+    value = _keys(where, "tensorrt", value, ("precision", "max_workspace_bytes"))
+    out: dict[str, Any] = {}
+    if "precision" in value:
+        out["tensorrt_precision"] = _choice(where, "tensorrt.precision", value["precision"], ("fp32", "fp16"))
+    if "max_workspace_bytes" in value:
+        out["tensorrt_workspace_bytes"] = _int(where, "tensorrt.max_workspace_bytes", value["max_workspace_bytes"], 1 << 20)
+    return out
+
+
+GRAPH_LEVELS = ("basic", "extended", "disabled")
+
+
+def _onnxruntime(where: str, value: Any) -> dict[str, Any]:
+    value = _keys(where, "onnxruntime", value, ("intra_op_threads", "inter_op_threads", "graph_level", "openvino"))
+    out: dict[str, Any] = {}
+    for key in ("intra_op_threads", "inter_op_threads"):
+        if key in value:
+            out[key] = _int(where, f"onnxruntime.{key}", value[key])
+    if "graph_level" in value:
+        out["graph_level"] = _choice(where, "onnxruntime.graph_level", value["graph_level"], GRAPH_LEVELS)
+    if "openvino" in value:
+        out["openvino"] = _bool(where, "onnxruntime.openvino", value["openvino"])
+    return out
+
+
+def _queue(where: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    """Triton's dynamic_batching.default_queue_policy: a full queue or a timed-out request is refused at once."""
+    value = _keys(where, "queue", value, ("max_queue_size", "default_timeout_microseconds", "timeout_action",
+                                          "allow_timeout_override"))
+    out = []
+    for key, item in value.items():
+        if key == "timeout_action":
+            out.append((key, _choice(where, "queue.timeout_action", item, ("reject", "delay"))))
+        elif key == "allow_timeout_override":
+            out.append((key, _bool(where, "queue.allow_timeout_override", item)))
+        else:
+            out.append((key, _int(where, f"queue.{key}", item)))
+    return tuple(out)
 
 
 def _step(where: str, key: str, value: Any, base: Path, allowed: tuple[Path, ...]) -> dict:

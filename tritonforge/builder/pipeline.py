@@ -20,7 +20,7 @@ from ..ensembles import Entry, ModelFacts
 from ..errors import BuildError
 from ..repository import SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
 from ..repository import config as config_file
-from ..repository.layout import CONFIG_FILE, LABELS_FILE, WARMUP_DIR, warmup_file
+from ..repository.layout import CONFIG_FILE, CONFIGS_DIR, LABELS_FILE, WARMUP_DIR, warmup_file
 from ..repository.manifest import Manifest, ManifestError
 from ..sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar, read_yaml
 from ..verify import OutputError
@@ -174,7 +174,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     kind = sidecar.device or options.device
     kind = ("gpu" if adapter.neural else "cpu") if kind == "auto" else kind
     settings_key = {"format": fmt_name, "kind": kind, "max_batch_size": options.max_batch_size,
-                    "warmup": options.warmup, "triton": release.name, "tritonforge": 1}
+                    "warmup": options.warmup, "triton": release.name, "tritonforge": 2}
     step_files = [source.path.parent / str(step["file"]) for step in (sidecar.preprocess, sidecar.postprocess)
                   if isinstance(step, dict) and step.get("file")]
     sidecar_files = [p for p in (source.sidecar, sidecars.folder / FOLDER_SIDECAR, sidecar.samples, *step_files) if p and p.is_file()]
@@ -206,9 +206,22 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
             instances=sidecar.instances,
             labels_output=labels_output,
             warmup=options.warmup,
+            queue=sidecar.queue,
+            priority_levels=sidecar.priority_levels,
+            default_priority_level=sidecar.default_priority_level,
+            response_cache=sidecar.response_cache,
+            tensorrt_precision=sidecar.tensorrt_precision,
+            tensorrt_workspace_bytes=sidecar.tensorrt_workspace_bytes,
+            intra_op_threads=sidecar.intra_op_threads,
+            inter_op_threads=sidecar.inter_op_threads,
+            graph_level=sidecar.graph_level,
+            openvino=sidecar.openvino,
         )
         model_config = configure.build_config(source.name, fmt.platform, signature, settings)
-        _write_model_files(staged, model_config, labels if labels_output else None, checked.samples, signature)
+        variants = configure.variants(model_config, signature, settings, release)
+        kept = {name: (repo / source.name / CONFIGS_DIR / f"{name}.pbtxt").read_text()
+                for name in manifest.kept_variants(source.name) if (repo / source.name / CONFIGS_DIR / f"{name}.pbtxt").is_file()}
+        _write_model_files(staged, model_config, variants, kept, labels if labels_output else None, checked.samples, signature)
         entries, ensemble_errors = [], ()
         if sidecar.preprocess or sidecar.postprocess:
             facts = ModelFacts(signature, adapter.feature_names(model), adapter.accepts_missing, labels if labels_output else None,
@@ -244,6 +257,10 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
                                    entry_version, "OK", errors=entry_errors))
     manifest.record(source.name, version, {**common, "framework": adapter.framework, "format": fmt_name, "platform": fmt.platform},
                     {**record, "ensemble": [e.name for e in entries]})
+    recorded = manifest.entry(source.name).setdefault("variants", {})
+    for name in variants:
+        if name not in kept:
+            recorded[name] = {"by": "build-repo"}
     manifest.save()
     return results
 
@@ -281,10 +298,10 @@ def _verify(source: ModelSource, adapter, model, fmt, artifact: Path, signature:
     return Verified(samples, expected, errors, atol, rtol, run_artifact)
 
 
-def _write_model_files(staged: Path, model_config, labels: tuple[str, ...] | None, samples: dict[str, np.ndarray],
-                       signature: Signature) -> None:
-    """config.pbtxt, the labels file and the warmup rows beside the version folder."""
-    config_file.write(staged / CONFIG_FILE, model_config)
+def _write_model_files(staged: Path, model_config, variants: dict, kept: dict[str, str], labels: tuple[str, ...] | None,
+                       samples: dict[str, np.ndarray], signature: Signature) -> None:
+    """The configs, the labels file and the warmup rows beside the version folder."""
+    config_file.write_model(staged, model_config, variants, kept)
     if labels:
         (staged / LABELS_FILE).write_text("\n".join(labels) + "\n")
     if model_config.model_warmup:

@@ -1,4 +1,9 @@
-"""What each NGC Triton release can serve, so a repository is built for the release that will run it."""
+"""What each NGC Triton release can serve and which config keys its backends read: one table of
+release rules, so a repository is built for the release that will run it.
+
+Each rule cites the backend documentation it follows. Nothing here could be loaded by a GPU,
+TensorRT or newer-release server in this project's CI: the tests check configs against these rules.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +13,37 @@ from ..errors import BuildError
 # The nvidia-pytriton wheel bundles tritonserver 2.51.0, which is NGC release 24.10: building for it
 # by default means the local server and docker-compose's image serve the same repository.
 DEFAULT_RELEASE = "24.10"
-# The TensorFlow backend was deprecated in 25.03 and is absent from later images.
-LAST_TENSORFLOW_RELEASE = (25, 2)
+
+
+@dataclass(frozen=True)
+class ReleaseRules:
+    """What the backends of releases from ``since`` on read (until the next row)."""
+
+    since: tuple[int, int]
+    tensorflow: bool  # the TensorFlow backend ships in the image
+    ort_tensorrt_keys: tuple[str, ...]  # gpu_execution_accelerator "tensorrt" parameters of the ONNX Runtime backend
+    ort_openvino: bool  # cpu_execution_accelerator "openvino" of the ONNX Runtime backend
+    ort_cuda_graphs: bool  # "trt_cuda_graph_enable" in the tensorrt accelerator
+    source: str  # the documentation this row follows
+
+
+_BASE_TRT_KEYS = ("precision_mode", "max_workspace_size_bytes", "trt_engine_cache_enable", "trt_engine_cache_path")
+
+RULES = (
+    ReleaseRules(
+        since=(24, 10), tensorflow=True, ort_tensorrt_keys=_BASE_TRT_KEYS, ort_openvino=True, ort_cuda_graphs=False,
+        source=("triton-inference-server/onnxruntime_backend r24.10 (17e5cb23a6fbeb37282eb7079dd0b580cd79530d) README.md, "
+                "'ONNX Runtime with TensorRT optimization', 'ONNX Runtime with OpenVINO optimization', 'Other Optimization "
+                "Options'; CUDA graphs not emitted: trt_cuda_graph_enable is not verifiable for this tag here"),
+    ),
+    ReleaseRules(
+        since=(25, 3), tensorflow=False, ort_tensorrt_keys=_BASE_TRT_KEYS, ort_openvino=False, ort_cuda_graphs=True,
+        source=("triton-inference-server/onnxruntime_backend README.md at 013d274504599ff36f0a9518322adb5b760c03d1 "
+                "(parameter mapping lists trt_cuda_graph_enable); the TensorFlow backend is deprecated in 25.03 and absent "
+                "after; OpenVINO not offered: server tools/build/build_presets.example.json builds the ONNX Runtime backend "
+                "with TRITON_ENABLE_ONNXRUNTIME_OPENVINO OFF"),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -22,9 +56,14 @@ class TritonRelease:
     def image(self) -> str:
         return f"nvcr.io/nvidia/tritonserver:{self.name}-py3"
 
+    @property
+    def rules(self) -> ReleaseRules:
+        applicable = [r for r in RULES if r.since <= (self.year, self.month)]
+        return applicable[-1] if applicable else RULES[0]
+
     def serves(self, platform: str) -> bool:
         if platform == "tensorflow_savedmodel":
-            return (self.year, self.month) <= LAST_TENSORFLOW_RELEASE
+            return self.rules.tensorflow
         return True
 
     def refuse_unservable(self, platform: str) -> None:
@@ -42,4 +81,7 @@ def parse_release(text: str) -> TritonRelease:
             raise ValueError
     except ValueError:
         raise BuildError(f"--triton-version {text!r}: expected an NGC release such as 24.10 or 25.02") from None
+    if (year, month) < RULES[0].since:
+        raise BuildError(f"--triton-version {text}: releases before {RULES[0].since[0]}.{RULES[0].since[1]:02d} are not covered "
+                         "(per-hardware configs and the config keys written need 24.10 or newer)")
     return TritonRelease(f"{year:02d}.{month:02d}", year, month)

@@ -10,7 +10,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .dtypes import config_type, numpy_dtype
-from .layout import CONFIG_FILE
+from .layout import CONFIG_FILE, CONFIGS_DIR
 from .tensors import DYNAMIC, Signature, TensorSpec
 
 
@@ -54,6 +54,30 @@ def write(path: Path, config: mc.ModelConfig) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(render(config))
     os.replace(temporary, path)
+
+
+def write_model(model_dir: Path, config: mc.ModelConfig, variants: dict[str, mc.ModelConfig] | None = None,
+                kept: dict[str, str] | None = None) -> None:
+    """The one writer of a model's configs: ``config.pbtxt`` and ``configs/<name>.pbtxt`` per variant.
+    ``kept`` maps variant names to texts a later command wrote (tune-repo's winner), which a
+    rebuild writes back unchanged instead of the generated variant."""
+    model_dir = Path(model_dir)
+    write(model_dir / CONFIG_FILE, config)
+    names = set(variants or {}) | set(kept or {})
+    if names:
+        (model_dir / CONFIGS_DIR).mkdir(exist_ok=True)
+    for name in sorted(names):
+        path = model_dir / CONFIGS_DIR / f"{name}.pbtxt"
+        if kept and name in kept:
+            write(path, parse(kept[name]))
+        else:
+            write(path, variants[name])
+
+
+def read_variant(model_dir: Path, name: str) -> mc.ModelConfig | None:
+    """``configs/<name>.pbtxt`` of a model folder, or None where it has none (Triton then loads config.pbtxt)."""
+    path = Path(model_dir) / CONFIGS_DIR / f"{name}.pbtxt"
+    return read(path) if path.is_file() else None
 
 
 def signature_of(config: mc.ModelConfig) -> Signature:

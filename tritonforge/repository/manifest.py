@@ -45,3 +45,17 @@ class Manifest:
         temporary = self.path.with_name(f".{MANIFEST_FILE}.tmp")
         temporary.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
         os.replace(temporary, self.path)
+
+    def record_variant(self, name: str, variant: str, by: str, details: dict[str, Any] | None = None) -> None:
+        """Say that ``configs/<variant>.pbtxt`` of ``name`` was written by ``by`` (a command other
+        than build-repo, such as tune-repo): rebuilds keep that file; the previous record goes to history."""
+        entry = self.data["models"][name]
+        variants = entry.setdefault("variants", {})
+        if variant in variants:
+            entry.setdefault("variant_history", []).append({"variant": variant, **variants[variant]})
+        variants[variant] = {"by": by, **(details or {})}
+
+    def kept_variants(self, name: str) -> dict[str, dict[str, Any]]:
+        """Variants of ``name`` that a command other than build-repo wrote."""
+        entry = self.entry(name) or {}
+        return {v: r for v, r in (entry.get("variants") or {}).items() if r.get("by") != "build-repo"}
