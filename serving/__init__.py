@@ -10,6 +10,7 @@
 - ``tritonforge.serving.check``: :func:`check_repository`, the served answers against the stored samples.
 - ``tritonforge.serving.cli``: the ``serve-repo`` and ``check-repo`` console scripts.
 """
-from tritonforge.serving.server import Server, ServeError, serve
+from tritonforge.serving.errors import ServeError
+from tritonforge.serving.server import Server, serve
 
 __all__ = ["Server", "ServeError", "serve"]

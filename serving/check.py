@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import json_format
 
-from tritonforge.serving.backends.common import NUMPY_OF_TYPE
-from tritonforge.serving.server import ServeError, read_config, repository_models
+from tritonforge.repository import SAMPLES_FILE, kserve_type, numpy_dtype, read_samples
+from tritonforge.serving.errors import ServeError
+from tritonforge.serving.loading import read_config, repository_models
 
 PROTOCOLS = ("http", "grpc")
 
@@ -37,6 +38,11 @@ class CheckRow:
     ok: bool
     config: str
     samples: str
+    checked: bool = True  # False: only the config was compared (a step with no samples of its own)
+
+    @property
+    def result(self) -> str:
+        return "FAIL" if not self.ok else ("ok" if self.checked else "config-only")
 
 
 # ---- config comparison ----------------------------------------------------------------
@@ -97,23 +103,14 @@ def compare_config(file_config, served_config) -> tuple[bool, str]:
 
 
 # ---- samples ------------------------------------------------------------------------
-def load_samples(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        inputs = {k[len("input/"):]: data[k] for k in data.files if k.startswith("input/")}
-        outputs = {k[len("output/"):]: data[k] for k in data.files if k.startswith("output/")}
-        atol = float(data["atol"]) if "atol" in data.files else 0.0
-        rtol = float(data["rtol"]) if "rtol" in data.files else 0.0
-    return {"inputs": inputs, "outputs": outputs, "atol": atol, "rtol": rtol}
-
-
-def _as_wire(array: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "TYPE_STRING":
+def _as_wire(array: np.ndarray, config_type: str) -> np.ndarray:
+    if config_type == "TYPE_STRING":
         # plain bytes: tritonclient serialises anything else, numpy.bytes_ included, as its str()
         flat = [bytes(v) if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1)]
         out = np.empty(len(flat), dtype=np.object_)
         out[:] = flat
         return out.reshape(array.shape)
-    return np.ascontiguousarray(array, dtype=NUMPY_OF_TYPE[dtype])
+    return np.ascontiguousarray(array, dtype=numpy_dtype(config_type))
 
 
 def compare_output(served: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> tuple[bool, str, float]:
@@ -180,24 +177,20 @@ class _Protocol:
         self.client.close()
 
 
-def _triton_datatype(config_type: str) -> str:
-    return "BYTES" if config_type == "TYPE_STRING" else config_type[len("TYPE_"):]
-
-
 def check_version(proto: _Protocol, model: str, version: str, config, samples_path: Path) -> tuple[bool, str]:
-    samples = load_samples(samples_path)
+    samples = read_samples(samples_path)
     types = {io.name: _config_type_name(io.data_type) for io in config.input}
-    missing = [n for n in types if n not in samples["inputs"]]
+    missing = [n for n in types if n not in samples.inputs]
     if missing:
         return False, f"{samples_path}: no sample for input(s) {', '.join(missing)}"
-    rows = len(next(iter(samples["inputs"].values())))
+    rows = samples.rows
     mbs = config.max_batch_size
     chunks = [(0, rows)] if mbs <= 0 else [(i, min(i + mbs, rows)) for i in range(0, rows, mbs)]
-    out_names = [o.name for o in config.output if o.name in samples["outputs"]]
+    out_names = [o.name for o in config.output if o.name in samples.outputs]
     got: dict[str, list] = {n: [] for n in out_names}
     for start, stop in chunks:
         arrays = {
-            name: (_as_wire(samples["inputs"][name][start:stop] if mbs > 0 else samples["inputs"][name], t), _triton_datatype(t))
+            name: (_as_wire(samples.inputs[name][start:stop] if mbs > 0 else samples.inputs[name], t), kserve_type(t))
             for name, t in types.items()
         }
         answer = proto.infer(model, version, arrays, out_names)
@@ -206,7 +199,7 @@ def check_version(proto: _Protocol, model: str, version: str, config, samples_pa
     worst, problems = 0.0, []
     for n in out_names:
         served = np.concatenate(got[n], axis=0) if len(got[n]) > 1 else got[n][0]
-        ok, why, diff = compare_output(served, samples["outputs"][n], samples["atol"], samples["rtol"])
+        ok, why, diff = compare_output(served, samples.outputs[n], samples.atol, samples.rtol)
         worst = max(worst, diff)
         if not ok:
             problems.append(f"output '{n}': {why}")
@@ -221,25 +214,41 @@ def _config_type_name(value: int) -> str:
     return mc.DataType.Name(value)
 
 
-def check_repository(repo: Path, *, http_url: str, grpc_url: str, models=None, protocols=PROTOCOLS) -> list[CheckRow]:
+def check_repository(repo: Path, *, http_url: str, grpc_url: str, models=None, protocols=PROTOCOLS,
+                     config_name: str | None = None) -> list[CheckRow]:
+    """``config_name``: the ``--model-config-name`` the server runs with, so that each model is
+    compared with the file it loaded (``configs/<name>.pbtxt``, else ``config.pbtxt``)."""
     repo = Path(repo)
     names = list(models) if models else repository_models(repo)
+    used_by = _ensembles_using(repo, repository_models(repo))
     rows: list[CheckRow] = []
     for protocol in protocols:
         proto = _Protocol(protocol, http_url if protocol == "http" else grpc_url)
         try:
             for model in names:
-                rows += _check_model(proto, repo, model)
+                rows += _check_model(proto, repo, model, config_name, used_by.get(model, ()))
         finally:
             proto.close()
     return rows
 
 
-def _check_model(proto: _Protocol, repo: Path, model: str) -> list[CheckRow]:
+def _ensembles_using(repo: Path, names: list[str]) -> dict[str, list[str]]:
+    used: dict[str, list[str]] = {}
+    for name in names:
+        try:
+            config = read_config(repo / name)
+        except ServeError:
+            continue
+        for step in config.ensemble_scheduling.step:
+            used.setdefault(step.model_name, []).append(name)
+    return used
+
+
+def _check_model(proto: _Protocol, repo: Path, model: str, config_name: str | None, ensembles: list[str]) -> list[CheckRow]:
     from tritonclient.utils import InferenceServerException
 
     try:
-        file_config = read_config(repo / model)
+        file_config = read_config(repo / model, config_name)
     except ServeError as exc:
         return [CheckRow(model, "-", proto.name, False, str(exc), "-")]
     try:
@@ -252,9 +261,10 @@ def _check_model(proto: _Protocol, repo: Path, model: str) -> list[CheckRow]:
     config_ok, config_text = compare_config(file_config, served)
     rows = []
     for version in versions:
-        samples = repo / model / version / "samples.npz"
+        samples = repo / model / version / SAMPLES_FILE
         if not samples.is_file():
-            rows.append(CheckRow(model, version, proto.name, config_ok, config_text, "skipped: no samples.npz"))
+            where = f"answers checked through {', '.join(sorted(set(ensembles)))}" if ensembles else f"no {SAMPLES_FILE}"
+            rows.append(CheckRow(model, version, proto.name, config_ok, config_text, f"config only: {where}", checked=False))
             continue
         try:
             ok, text = check_version(proto, model, version, served, samples)
@@ -269,7 +279,7 @@ def _check_model(proto: _Protocol, repo: Path, model: str) -> list[CheckRow]:
 def format_table(rows: list[CheckRow]) -> str:
     header = ("model", "version", "protocol", "result", "config", "samples")
     lines = [header] + [
-        (r.model, r.version, r.protocol, "ok" if r.ok else "FAIL", r.config, r.samples) for r in rows
+        (r.model, r.version, r.protocol, r.result, r.config, r.samples) for r in rows
     ]
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
     out = []

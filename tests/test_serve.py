@@ -112,8 +112,8 @@ def test_instance_count_starts_that_many_backend_processes(tiny_server, tiny_rep
     write_model(tiny_repo, config, tiny_repo / "onnx_victim" / "1" / "model.onnx", "model.onnx")
     tiny_server.load(name)
     try:
-        tiny_server._scan_stubs()
-        instances = sorted(s.instance for s in tiny_server._stubs.values() if s.model == name)
+        tiny_server.scan_stubs()
+        instances = sorted(s.instance for s in tiny_server.stubs.values() if s.model == name)
         assert instances == [f"{name}_0_0", f"{name}_0_1", f"{name}_0_2"]
     finally:
         tiny_server.unload(name)
@@ -135,8 +135,8 @@ def test_a_model_that_fails_at_start_is_named_with_its_cause_and_nothing_is_left
 
 def test_stop_leaves_no_process_and_no_shared_memory(tiny_repo):
     with serve(tiny_repo, control_mode="explicit", load_models=("onnx_victim",)) as server:
-        server._scan_stubs()
-        stubs = [s.pid for s in server._stubs.values()]
+        server.scan_stubs()
+        stubs = [s.pid for s in server.stubs.values()]
         server_pid = server.process.pid
         assert stubs and server.leftovers()["shm_regions"]
     assert server.leftovers() == {"processes": [], "shm_regions": []}

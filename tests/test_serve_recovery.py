@@ -20,8 +20,8 @@ def test_a_killed_backend_process_is_replaced_within_ten_seconds(tiny_server, ca
     client = tiny_server.grpc_client()
     expected = _ask(client)
     server_pid = tiny_server.process.pid
-    tiny_server._scan_stubs()
-    victims = [s.pid for s in tiny_server._stubs.values() if s.model == "onnx_victim"]
+    tiny_server.scan_stubs()
+    victims = [s.pid for s in tiny_server.stubs.values() if s.model == "onnx_victim"]
     assert victims
     caplog.set_level("WARNING", logger="serve-repo")
 
@@ -43,7 +43,7 @@ def test_a_killed_backend_process_is_replaced_within_ten_seconds(tiny_server, ca
     assert any("onnx_victim" in r.getMessage() and "died" in r.getMessage() for r in caplog.records)
     assert tiny_server.recoveries[-1]["model"] == "onnx_victim" and tiny_server.recoveries[-1]["ok"]
     # The dead stub's shared-memory region went with it.
-    live = {s.shm_region for s in tiny_server._stubs.values()}
+    live = {s.shm_region for s in tiny_server.stubs.values()}
     assert set(tiny_server.leftovers()["shm_regions"]) <= live | _regions_of_live_stubs(tiny_server)
 
 
@@ -55,14 +55,14 @@ def _regions_of_live_stubs(server) -> set[str]:
 
 def _reload_and_settle(server, model, config_json=None):
     """Load ``model`` again with a different config (a real reload); wait until its old stubs are gone."""
-    server._scan_stubs()
-    old = {s.pid for s in server._stubs.values() if s.model == model}
+    server.scan_stubs()
+    old = {s.pid for s in server.stubs.values() if s.model == model}
     if config_json is None:
         server.load(model)
     else:
         server.grpc_client().load_model(model, config=config_json)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and old & {s.pid for s in server._stubs.values()}:
+    while time.monotonic() < deadline and old & {s.pid for s in server.stubs.values()}:
         time.sleep(0.25)
     time.sleep(2)  # a few monitor rounds after the old stubs are gone
     return old
@@ -78,7 +78,7 @@ def test_a_reload_that_replaces_backend_processes_is_not_taken_for_a_crash(examp
     config.dynamic_batching.max_queue_delay_microseconds += 100
     try:
         old = _reload_and_settle(examples_server, "iris_xgb", json_format.MessageToJson(config))
-        assert not old & {s.pid for s in examples_server._stubs.values()}, "the reload did not replace the stubs"
+        assert not old & {s.pid for s in examples_server.stubs.values()}, "the reload did not replace the stubs"
         assert len(examples_server.recoveries) == recoveries_before
         assert examples_server.model_states()[("iris_xgb", "1")] == "READY"
     finally:

@@ -3,8 +3,8 @@
 Each backend's ``model.py`` is loaded by the Triton Python stub by file path; it imports this
 module through the installed ``serving`` package (the stub runs the venv's ``python3``).
 
-A backend describes its artifact as a list of :class:`TensorSpec` (name, Triton type, full
-shape with the batch dimension and -1 for a free one) and a ``run(dict) -> dict`` function;
+A backend describes its artifact as a list of :class:`TensorSpec` (made by :func:`artifact_tensor`:
+name, numpy dtype, full shape with the batch dimension and -1 for a free one) and a ``run(dict) -> dict`` function;
 :func:`check_config` refuses a config that does not fit, with the wording of Triton's ONNX
 Runtime backend, and :class:`BatchedModel` turns the requests Triton hands ``execute()``
 into one framework call per group of compatible requests.
@@ -17,40 +17,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Triton config data types and the numpy dtype a tensor of that type travels as.
-NUMPY_OF_TYPE = {
-    "TYPE_BOOL": np.bool_,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_UINT16": np.uint16,
-    "TYPE_UINT32": np.uint32,
-    "TYPE_UINT64": np.uint64,
-    "TYPE_INT8": np.int8,
-    "TYPE_INT16": np.int16,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-    "TYPE_FP16": np.float16,
-    "TYPE_FP32": np.float32,
-    "TYPE_FP64": np.float64,
-    "TYPE_STRING": np.object_,
-}
-
+from tritonforge.repository import TensorSpec, config_type, numpy_dtype
+from tritonforge.repository.dtypes import UnknownDtype, config_types
 
 class ConfigRefused(Exception):
     """The model's config does not fit its artifact; the message is what the user sees."""
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output as the artifact declares it.
+def artifact_tensor(name: str, type_name: str, shape) -> TensorSpec:
+    """One input or output as the artifact declares it: ``type_name`` a config type (``TYPE_FP32``)
+    or, for a type Triton has none for, the framework's own name (kept to word the refusal);
+    ``shape`` full, batch included, -1 for a free dimension, None for an unknown rank.
 
-    >>> TensorSpec("input", "TYPE_FP32", (-1, 4))   # any batch, 4 features
-    ``shape`` is the full shape, batch dimension included; -1 marks a free dimension,
-    ``None`` an unknown rank (the check then skips the dims).
+    >>> artifact_tensor("input", "TYPE_FP32", (-1, 4))   # any batch, 4 features
     """
+    return TensorSpec(name, numpy_dtype(type_name) if type_name in config_types() else type_name, shape)
 
-    name: str
-    dtype: str
-    shape: tuple[int, ...] | None
+
+def type_of(spec: TensorSpec) -> str:
+    """The config type of an artifact tensor, or the framework's name for one Triton has none for."""
+    try:
+        return config_type(spec.dtype)
+    except (UnknownDtype, TypeError):
+        return str(spec.dtype)
 
 
 def shape_str(shape) -> str:
@@ -188,12 +177,12 @@ def _check_tensor(model: str, kind: str, io: dict, specs: list[TensorSpec], mbs:
     spec = by_name.get(name)
     if spec is None:
         raise ConfigRefused(f"unexpected inference {kind} '{name}', allowed {kind}s are: {', '.join(sorted(by_name))}")
-    if dtype not in NUMPY_OF_TYPE:
+    if dtype not in config_types():
         raise ConfigRefused(f"unsupported datatype {dtype} for {kind} '{name}' for model '{model}'")
-    if dtype != spec.dtype:
+    if dtype != type_of(spec):
         raise ConfigRefused(
             f"unable to load model '{model}', configuration expects datatype {dtype} for "
-            f"{kind} '{name}', model provides {spec.dtype}"
+            f"{kind} '{name}', model provides {type_of(spec)}"
         )
     if spec.shape is not None and len(spec.shape) > 0:
         _compare_dims(model, name, spec.shape, _config_dims(io), mbs, exact=exact)
@@ -252,7 +241,7 @@ class BatchedModel:
             if dtype == "TYPE_STRING":
                 value = to_bytes_objects(np.asarray(value))
             else:
-                value = np.ascontiguousarray(value, dtype=NUMPY_OF_TYPE[dtype])
+                value = np.ascontiguousarray(value, dtype=numpy_dtype(dtype))
             tensors.append(self._pb.Tensor(name, value))
         return self._pb.InferenceResponse(output_tensors=tensors)
 

@@ -6,7 +6,7 @@ of Triton's C++ ONNX Runtime backend and its thread parameters ``intra_op_thread
 """
 import numpy as np
 
-from tritonforge.serving.backends.common import BatchedModel, ModelArgs, TensorSpec, check_config, refuse
+from tritonforge.serving.backends.common import BatchedModel, ModelArgs, TensorSpec, artifact_tensor, check_config, refuse
 
 # ONNX Runtime type strings -> Triton config types.
 _ORT_TYPES = {
@@ -21,7 +21,7 @@ _ORT_TYPES = {
 def _spec(node) -> TensorSpec:
     shape = node.shape
     dims = None if shape is None else tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
-    return TensorSpec(node.name, _ORT_TYPES.get(node.type, node.type), dims)
+    return artifact_tensor(node.name, _ORT_TYPES.get(node.type, node.type), dims)
 
 
 class TritonPythonModel:
@@ -45,7 +45,7 @@ class TritonPythonModel:
             check_config(margs, inputs, outputs)
         except Exception as exc:
             raise refuse(exc) from None
-        self.string_inputs = {t.name for t in inputs if t.dtype == "TYPE_STRING"}
+        self.string_inputs = {t.name for t in inputs if t.dtype == np.dtype(object)}
         self.output_names = [io["name"] for io in margs.outputs()]
         self.model = BatchedModel(margs, self._run)
 

@@ -12,8 +12,10 @@ import re
 import numpy as np
 
 from tritonforge.serving.backends.common import (
-    NUMPY_OF_TYPE, BatchedModel, ConfigRefused, ModelArgs, _compare_dims, _config_dims, refuse, shape_str,
+    BatchedModel, ConfigRefused, ModelArgs, _compare_dims, _config_dims, refuse, shape_str,
 )
+from tritonforge.repository import numpy_dtype
+from tritonforge.repository.dtypes import config_types
 
 _INDEXED = re.compile(r"^.+__(\d+)$")
 _TRIAL_TYPES = ("TYPE_FP32", "TYPE_FP64", "TYPE_FP16", "TYPE_INT64", "TYPE_INT32", "TYPE_BOOL")
@@ -79,7 +81,7 @@ class TritonPythonModel:
                 pos = int(match.group(1))
             else:
                 raise ConfigRefused(f"unexpected inference input '{name}', allowed inputs are: {allowed}")
-            if dtype not in NUMPY_OF_TYPE or dtype == "TYPE_STRING":
+            if dtype not in config_types() or dtype == "TYPE_STRING":
                 raise ConfigRefused(f"unsupported datatype {dtype} for input '{name}' for model '{m.name}'")
             order[pos] = name
         return order
@@ -99,7 +101,7 @@ class TritonPythonModel:
     def _zeros(self, io, dtype, batch):
         dims = [1 if d < 0 else d for d in _config_dims(io)]
         shape = ([batch] if self.margs.max_batch_size > 0 else []) + dims
-        return np.zeros(shape, dtype=NUMPY_OF_TYPE[dtype])
+        return np.zeros(shape, dtype=numpy_dtype(dtype))
 
     def _trial_run(self, dtypes, batch):
         by_name = {io["name"]: io for io in self.margs.inputs()}

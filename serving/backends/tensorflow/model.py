@@ -7,7 +7,9 @@ its thread settings from --backend-config, not per model, so there is no paramet
 """
 import numpy as np
 
-from tritonforge.serving.backends.common import BatchedModel, ConfigRefused, ModelArgs, TensorSpec, check_config, refuse
+from tritonforge.serving.backends.common import (
+    BatchedModel, ConfigRefused, ModelArgs, TensorSpec, artifact_tensor, check_config, refuse,
+)
 
 
 def _spec(name, spec) -> TensorSpec:
@@ -19,7 +21,7 @@ def _spec(name, spec) -> TensorSpec:
              tf.float16: "TYPE_FP16", tf.float32: "TYPE_FP32", tf.float64: "TYPE_FP64",
              tf.string: "TYPE_STRING"}
     dims = None if spec.shape.rank is None else tuple(-1 if d is None else int(d) for d in spec.shape)
-    return TensorSpec(name, names.get(spec.dtype, spec.dtype.name), dims)
+    return artifact_tensor(name, names.get(spec.dtype, spec.dtype.name), dims)
 
 
 class TritonPythonModel:
