@@ -197,3 +197,10 @@ def test_triton_gets_longer_to_stop_than_a_poll_period_plus_its_drain_timeout(co
     assert args["--model-control-mode"] == "poll"
     needed = int(args["--repository-poll-secs"]) + int(args["--exit-timeout-secs"])
     assert int(grace[1]) > needed
+
+
+def test_the_cpu_override_runs_the_base_command_with_the_cpu_configs(compose):
+    cpu = load_compose("docker-compose.cpu.yml")["services"]["triton"]["command"]
+    base = compose["services"]["triton"]["command"]
+    assert "--model-config-name=gpu" in base and "--model-config-name=cpu" in cpu
+    assert [a for a in cpu if a != "--model-config-name=cpu"] == [a for a in base if a != "--model-config-name=gpu"]

@@ -173,9 +173,12 @@ def test_kubernetes_and_compose_run_triton_with_the_same_flags(container):
         # Compose, $(TRITON_ADMIN_KEY) on Kubernetes.
         return {re.sub(r"\$[{(]TRITON_ADMIN_KEY[^})]*[})]", "<admin key>", a) for a in args
                 if a.startswith("--") and not a.startswith(
-                    ("--model-repository=", "--model-control-mode=", "--repository-poll-secs="))}
+                    ("--model-repository=", "--model-control-mode=", "--repository-poll-secs=", "--model-config-name="))}
 
     assert flags(container["args"]) == flags(compose["services"]["triton"]["command"])
+    # The per-hardware config is a value on Kubernetes (GPU or CPU node pools), gpu in the base compose file.
+    assert "--model-config-name=$(MODEL_CONFIG_NAME)" in container["args"]
+    assert "--model-config-name=gpu" in compose["services"]["triton"]["command"]
     assert container["image"] == compose["services"]["triton"]["image"]
 
 

@@ -94,6 +94,8 @@ def triton():
     args = [a for a in compose_triton_args() if not a.startswith("--model-repository=")]
     argv = [str(SERVER_DIR / "bin/tritonserver"), f"--model-repository={tmp / 'repository'}",
             *args, f"--backend-directory={tmp / 'backends'}",
+            # The NGC image has the cache libraries at the default /opt/tritonserver/caches; the wheel here.
+            f"--cache-directory={SERVER_DIR / 'caches'}",
             *(f"--{name}-address=127.0.0.1" for name in ports),
             *(f"--{name}-port={port}" for name, port in ports.items())]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
