@@ -83,3 +83,58 @@ def test_a_reload_that_replaces_backend_processes_is_not_taken_for_a_crash(examp
         assert examples_server.model_states()[("iris_xgb", "1")] == "READY"
     finally:
         _reload_and_settle(examples_server, "iris_xgb")  # back to the config on disk
+
+
+def test_a_killed_backend_process_costs_no_404_and_no_ensemble_outage(served_examples):
+    """Recovery reloads in place: clients see at most the requests in flight on the dead instance fail."""
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from tritonforge.repository import latest_samples, read_samples
+
+    server, repo = served_examples
+    model, ensemble = "churn_pipeline", "churn_pipeline_ensemble"
+    rows = read_samples(latest_samples(repo / ensemble)).inputs["RAW"][:1].reshape(-1).tolist()
+    body = json.dumps({"inputs": [{"name": "RAW", "shape": [1, 1], "datatype": "BYTES", "data": rows}]}).encode()
+    statuses: list[int] = []
+    listed: list[bool] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        deadline = time.monotonic() + 30  # bounded whatever happens
+        while not stop.is_set() and time.monotonic() < deadline:
+            request = urllib.request.Request(f"http://{server.http_url}/v2/models/{ensemble}/infer", body,
+                                             {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+            with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model}/ready", timeout=10) as ready:
+                listed.append(ready.status == 200)
+
+    recoveries_before = len(server.recoveries)
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(1)
+        server.scan_stubs()
+        victims = [s.pid for s in server.stubs.values() if s.model == model]
+        assert victims
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while len(server.recoveries) == recoveries_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # serve a while after the reload
+    finally:
+        stop.set()
+        worker.join(timeout=40)
+    assert server.recoveries[-1]["model"] == model and server.recoveries[-1]["ok"]
+    assert 404 not in statuses, statuses
+    assert all(listed), "the model went off the server during recovery"
+    assert statuses[-1] == 200 and statuses.count(200) > 10
+    failed = [s for s in statuses if s != 200]
+    assert len(failed) <= 5, f"{len(failed)} failed requests: {sorted(set(failed))}"
