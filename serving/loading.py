@@ -17,6 +17,12 @@ from tritonforge.serving.errors import ServeError
 GENERATION_PARAMETER = "tritonforge_generation"
 
 
+def load_error(text: str) -> str:
+    """A load refusal as one line: the Python backend appends the failing frames of ``initialize``
+    ("\n\nAt:\n  /path/model.py(12): initialize") to whatever it raised; the sentence is before."""
+    return " ".join(text.split("\n\nAt:")[0].split()).rstrip(";")
+
+
 def repository_models(repo: Path) -> list[str]:
     """Model folders as Triton sees them: every sub-folder holding a config.pbtxt."""
     return model_folders(repo)
@@ -94,7 +100,7 @@ class ModelLoader:
         try:
             self.client().load_model(name, **kwargs)
         except InferenceServerException as exc:
-            raise ServeError(f"model '{name}' failed to load: {exc.message()}") from None
+            raise ServeError(f"model '{name}' failed to load: {load_error(exc.message())}") from None
         finally:
             with self.lock:
                 self.busy.discard(name)
