@@ -154,10 +154,10 @@ INPUT_FILES = [
     ("churn_pipeline", "row.json", '{"city": "nice", "age": 61, "income": 1900}', 1),
     ("iris_xgb", "no_header.csv", "0.1,0.2,0.3,0.4\n0.9,0.1,0.1,0.1\n0.5,0.5,0.5,0.5\n", 3),
     ("house_price_xgb", "missing.csv", "input_0,input_1,input_2,input_3,input_4,input_5\n0.1,0.2,,0.4,0.5,0.6\n", 1),
-    ("price_two_inputs", "named.json", '{"numeric": [[1,2,3,4,5,6,7,8]], "extra": [[1,2,3,4]]}', 1),
+    ("price_two_inputs", "named.json", '{"numeric": [[1,2,3,4,5,6]], "extra": [[1,2,3,4]]}', 1),
     ("price_two_inputs", "indexed.csv",
-     "numeric_0,numeric_1,numeric_2,numeric_3,numeric_4,numeric_5,numeric_6,numeric_7,extra_0,extra_1,extra_2,extra_3\n"
-     "1,2,3,4,5,6,7,8,1,2,3,4\n", 1),
+     "numeric_0,numeric_1,numeric_2,numeric_3,numeric_4,numeric_5,extra_0,extra_1,extra_2,extra_3\n"
+     "1,2,3,4,5,6,1,2,3,4\n", 1),
     ("digits_cnn", "digit.png", ((40, 40), "L"), 1),  # grey, resized to 28x28, HWC
     ("torch_cnn", "photo.jpg", ((50, 60), "RGB"), 1),  # RGB, resized to 32x32, CHW
     ("iris_xgb", "rows.npy", np.random.default_rng(0).random((4, 4)), 4),  # float64 in, FP32 sent
