@@ -20,8 +20,9 @@ GRPC_PORT=$(.venv/bin/python -c "from tritonforge.serving.process import free_po
   --metrics-port 0 > serve-repo.log 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true' EXIT
-for _ in $(seq 1 180); do
-  curl -fs "http://127.0.0.1:$HTTP_PORT/v2/health/ready" >/dev/null && break
+# serve-repo says "serving" once every model is loaded.
+for _ in $(seq 1 300); do
+  grep -q "^serve-repo: serving" serve-repo.log && break
   kill -0 "$SERVER" 2>/dev/null || { tail -20 serve-repo.log; exit 1; }
   sleep 1
 done

@@ -205,7 +205,7 @@ def check_version(proto: _Protocol, model: str, version: str, config, samples_pa
             problems.append(f"output '{n}': {why}")
     if problems:
         return False, "; ".join(problems)
-    return True, f"{rows} rows, {len(out_names)} outputs, max |diff| {worst:.2g}"
+    return True, f"{rows} rows, {len(out_names)} output{'' if len(out_names) == 1 else 's'}, max |diff| {worst:.2g}"
 
 
 def _config_type_name(value: int) -> str:
