@@ -29,6 +29,7 @@ version of a model that did not change.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -43,7 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from tritonforge.converters.native import import_tensorflow
+from tritonforge.converters.native import import_tensorflow, quiet_stderr
 
 HERE = Path(__file__).resolve().parent
 DIGITS = [str(i) for i in range(10)]
@@ -62,6 +63,32 @@ def _held_out_mask(count: int, fraction: float, seed: int, always: tuple[int, ..
     return test
 
 
+@contextlib.contextmanager
+def _deterministic_keras(seed: int):
+    """Seeds Keras/TensorFlow/numpy and asks TensorFlow for deterministic ops on one thread.
+
+    The thread counts can only be set before TensorFlow starts its runtime (in a process that
+    already used it, e.g. a test session, they stay as they are); op determinism is switched back
+    off afterwards when it was off, so the caller's process is left as it was."""
+    tf, keras = import_tensorflow()  # first: it keeps TensorFlow's start-up lines off the terminal
+    from tensorflow.python.framework import config as tf_config
+
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    with quiet_stderr():  # TensorFlow's native log lines
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # the runtime is already up: its thread pools cannot change now
+            pass
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+    try:
+        yield tf, keras
+    finally:
+        if not was_deterministic:
+            tf_config.disable_op_determinism()
+
+
 # ---- digits ---------------------------------------------------------------------------------
 def digit_images(size: int) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as uint8 grey images of size x size (bilinear upscale of 8x8, 0-16)."""
@@ -78,8 +105,11 @@ DIGITS_HELD_OUT = _held_out_mask(1797, 0.2, seed=10)
 
 
 def keras_sequential_cnn(out: Path) -> str:
-    tf, keras = import_tensorflow()
-    keras.utils.set_random_seed(0)
+    with _deterministic_keras(seed=0) as (_, keras):
+        return _train_keras_sequential_cnn(out, keras)
+
+
+def _train_keras_sequential_cnn(out: Path, keras) -> str:
     images, labels = digit_images(28)
     x = (images.astype(np.float32) / 255)[..., None]  # what the image step makes of a PNG: pixel * 1/255
     train, test = ~DIGITS_HELD_OUT, DIGITS_HELD_OUT
@@ -111,6 +141,10 @@ def torch_cnn(out: Path) -> str:
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)  # one thread: the same sums in the same order on every machine
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before torch's first parallel work (e.g. in a test session)
+        pass
     try:
         return _train_torch_cnn(out)
     finally:
@@ -181,8 +215,11 @@ def diabetes_split():
 
 
 def keras_functional_two_inputs(out: Path) -> str:
-    tf, keras = import_tensorflow()
-    keras.utils.set_random_seed(1)
+    with _deterministic_keras(seed=1) as (_, keras):
+        return _train_keras_functional_two_inputs(out, keras)
+
+
+def _train_keras_functional_two_inputs(out: Path, keras) -> str:
     numeric_x, extra_x, progression, test = diabetes_split()
     numeric = keras.Input((6,), name="numeric")
     extra = keras.Input((4,), name="extra")

@@ -76,3 +76,59 @@ def test_shipped_inputs_are_what_the_trainer_writes(tmp_path):
 
     for path in write_inputs(tmp_path):
         assert path.read_bytes() == (INPUTS / path.name).read_bytes(), path.name
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("digit", [0, 3])
+def test_torch_cnn_reads_the_drawn_digits_it_knows(served_examples, protocol, digit):
+    """torch_cnn learnt the digits 0-4 in RGB at 32x32: the grey 28x28 PNG is resized and made RGB by the client."""
+    result = _ask(served_examples, protocol, "torch_cnn", f"digit_{digit}.png", top_k=1)
+    (output,) = result.classes
+    assert result.classes[output][0][0].label == str(digit)
+
+
+@pytest.mark.parametrize("digit", [0, 3, 7])
+def test_digits_cnn_alone_reads_the_png_as_the_ensemble_does(served_examples, digit):
+    """The model without its ensemble, fed by the client's own image reading, gives the same digit."""
+    result = _ask(served_examples, "http", "digits_cnn", f"digit_{digit}.png", top_k=1)
+    (output,) = result.classes
+    assert result.classes[output][0][0].label == str(digit)
+
+
+def _trainer_report(out: Path) -> list[str]:
+    from train_models import train_examples
+
+    lines = []
+    train_examples(out, report=lines.append)
+    return lines
+
+
+def test_a_second_training_run_leaves_every_example_untouched(example_models, tmp_path):
+    """A .keras file records its save time: retraining would change its bytes and make build-repo
+    write a new version of a model that did not change, so an unchanged example is not retrained."""
+    import shutil
+
+    from fixtures_build import tree_digest
+
+    models = tmp_path / "models"
+    shutil.copytree(example_models, models)
+    before = tree_digest(models)
+    lines = _trainer_report(models)
+    assert len(lines) == 6 and all(": unchanged (" in line for line in lines), lines
+    assert tree_digest(models) == before
+
+
+def test_an_example_whose_file_is_gone_is_trained_again_alone(example_models, tmp_path):
+    import shutil
+
+    from fixtures_build import tree_digest
+
+    models = tmp_path / "models"
+    shutil.copytree(example_models, models)
+    before = tree_digest(models)
+    (models / "iris_xgb.json").unlink()
+    lines = _trainer_report(models)
+    retrained = [line for line in lines if ": unchanged (" not in line]
+    assert len(retrained) == 1 and retrained[0].startswith("xgboost_multiclass_booster: held-out accuracy"), lines
+    # Seeded and single-threaded: the booster comes back byte for byte, nothing else was written.
+    assert tree_digest(models) == before
