@@ -84,6 +84,9 @@ class Sidecar:
     priority_levels: int = 0
     default_priority_level: int = 0
     response_cache: bool = False
+    precisions: tuple[str, ...] = ()  # reduced-precision entries beside the FP32 one: int8, fp16
+    calibration: Path | None = None  # INT8 calibration rows (npz), never the rows that judge the gate
+    precision_gate: tuple[tuple[str, float], ...] = ()  # min_agreement / max_error overrides
 
 
 def _int(where: str, key: str, value: Any, minimum: int = 0) -> int:
@@ -181,6 +184,9 @@ def parse(raw: Any, where: str, base: Path, allowed: tuple[Path, ...] = ()) -> d
         "priority_levels": lambda v: {"priority_levels": _int(where, "priority_levels", v, 1)},
         "default_priority_level": lambda v: {"default_priority_level": _int(where, "default_priority_level", v, 1)},
         "response_cache": lambda v: {"response_cache": _bool(where, "response_cache", v)},
+        "precision": lambda v: {"precisions": _precisions(where, v)},
+        "calibration": lambda v: {"calibration": _samples(where, v, base, allowed, "calibration")},
+        "precision_gate": lambda v: {"precision_gate": _gate(where, v)},
     }
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -231,6 +237,21 @@ def _onnxruntime(where: str, value: Any) -> dict[str, Any]:
     return out
 
 
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+def _precisions(where: str, value: Any) -> tuple[str, ...]:
+    """``int8``, ``fp16`` or a list of them: entries built beside the FP32 one (fp32 adds nothing)."""
+    items = value if isinstance(value, list) else [value]
+    chosen = tuple(_choice(where, "precision", item, PRECISIONS) for item in items)
+    return tuple(dict.fromkeys(p for p in chosen if p != "fp32"))
+
+
+def _gate(where: str, value: Any) -> tuple[tuple[str, float], ...]:
+    value = _keys(where, "precision_gate", value, ("min_agreement", "max_error"))
+    return tuple((key, _float(where, f"precision_gate.{key}", item)) for key, item in value.items())
+
+
 def _queue(where: str, value: Any) -> tuple[tuple[str, Any], ...]:
     """Triton's dynamic_batching.default_queue_policy: a full queue or a timed-out request is refused at once."""
     value = _keys(where, "queue", value, ("max_queue_size", "default_timeout_microseconds", "timeout_action",
@@ -254,10 +275,10 @@ def _step(where: str, key: str, value: Any, base: Path, allowed: tuple[Path, ...
     return value
 
 
-def _samples(where: str, value: Any, base: Path, allowed: tuple[Path, ...]) -> Path:
-    path = inside(where, "samples", value, base, allowed)
+def _samples(where: str, value: Any, base: Path, allowed: tuple[Path, ...], key: str = "samples") -> Path:
+    path = inside(where, key, value, base, allowed)
     if not path.is_file():
-        raise BuildError(f"{where}: samples file '{value}' does not exist")
+        raise BuildError(f"{where}: {key} file '{value}' does not exist")
     return path
 
 

@@ -102,3 +102,45 @@ def describe_mismatch(errors: tuple[OutputError, ...]) -> str:
         else:
             parts.append(f"output '{e.name}' differs from the source by {e.max_abs:.3g} (max abs; allowed atol {e.atol:g} + rtol {e.rtol:g})")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The thresholds a reduced entry must meet (README: "Reduced precision").
+
+    Quantization changes the numbers on purpose: classifiers are judged by label agreement and the
+    largest probability error, other outputs by their largest error relative to their spread.
+    """
+
+    min_agreement: float  # classifiers: share of rows whose label equals the source's
+    max_error: float  # probabilities: largest |diff|; other outputs: largest |diff| / output spread
+
+    def judge(self, expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], classifier_outputs: set[str]) -> dict:
+        """{"agreement": ..., "error": ..., "ok": bool, "worst": output name} over every float output."""
+        agreement, error, worst = 1.0, 0.0, ""
+        for name, want in expected.items():
+            got = np.asarray(actual[name])
+            want = np.asarray(want)
+            if want.dtype.kind != "f":
+                continue
+            if name in classifier_outputs and want.ndim == 2 and want.shape[1] > 1:
+                agreement = min(agreement, float(np.mean(got.argmax(axis=1) == want.argmax(axis=1))))
+                if not np.allclose(want.sum(axis=1), 1, atol=1e-3):  # logits: compare the probabilities they mean
+                    got, want = _softmax(got), _softmax(want)
+                this = float(np.max(np.abs(got - want))) if want.size else 0.0
+            else:
+                scale = float(np.std(want)) or float(np.max(np.abs(want))) or 1.0
+                this = float(np.max(np.abs(got.astype(np.float64) - want))) / scale if want.size else 0.0
+            if this >= error:
+                error, worst = this, name
+        return {"agreement": agreement, "error": error, "worst": worst,
+                "ok": agreement >= self.min_agreement and error <= self.max_error}
+
+    def as_dict(self) -> dict:
+        return {"min_agreement": self.min_agreement, "max_error": self.max_error}
+
+
+def _softmax(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    values = np.exp(values - values.max(axis=1, keepdims=True))
+    return values / values.sum(axis=1, keepdims=True)

@@ -24,6 +24,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="load pickle-based files (.pkl, .joblib, torch.save); this runs their code")
     p.add_argument("--allow-outside", action="append", type=Path, default=[], metavar="PATH",
                    help="let sidecars and model symlinks name files under PATH, outside the models folder (repeatable)")
+    p.add_argument("--precision", action="append", choices=("int8", "fp16"), default=[],
+                   help="also build <name>_int8 / <name>_fp16 entries, judged by their accuracy gates (repeatable)")
     p.add_argument("--triton-version", default=DEFAULT_RELEASE, help=f"NGC Triton release to build for (default {DEFAULT_RELEASE})")
     p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="for models with a dynamic batch dimension")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", help="do not add model_warmup to configs")
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _quiet_frameworks()
     options = BuildOptions(args.format, args.device, args.allow_pickle, args.triton_version, args.max_batch_size, args.warmup,
-                           allow_outside=tuple(args.allow_outside))
+                           allow_outside=tuple(args.allow_outside), precisions=tuple(args.precision))
 
     def progress(index: int, total: int, name: str) -> None:
         print(f"[{index}/{total}] building {name} ...", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .. import converters, ensembles, verify
+from ..converters import precision as precisions
 from ..converters.probe import FileProbe, one_line
 from ..ensembles import Entry, ModelFacts
 from ..errors import BuildError
@@ -42,6 +43,7 @@ class BuildOptions:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     warmup: bool = True
     allow_outside: tuple[Path, ...] = ()  # folders sidecar paths and model symlinks may point into
+    precisions: tuple[str, ...] = ()  # reduced-precision entries for every model: int8, fp16
 
 
 @dataclass(frozen=True)
@@ -175,14 +177,19 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     kind = ("gpu" if adapter.neural else "cpu") if kind == "auto" else kind
     settings_key = {"format": fmt_name, "kind": kind, "max_batch_size": options.max_batch_size,
                     "warmup": options.warmup, "triton": release.name, "tritonforge": 2}
+    precisions = tuple(dict.fromkeys(sidecar.precisions + options.precisions))
+    if precisions:
+        settings_key["precisions"] = list(precisions)
     step_files = [source.path.parent / str(step["file"]) for step in (sidecar.preprocess, sidecar.postprocess)
                   if isinstance(step, dict) and step.get("file")]
-    sidecar_files = [p for p in (source.sidecar, sidecars.folder / FOLDER_SIDECAR, sidecar.samples, *step_files) if p and p.is_file()]
+    sidecar_files = [p for p in (source.sidecar, sidecars.folder / FOLDER_SIDECAR, sidecar.samples, sidecar.calibration, *step_files)
+                     if p and p.is_file()]
     digest = staging.fingerprint([source.path] + sidecar_files, settings_key)
     latest = manifest.latest(source.name)
     done = versions(repo / source.name)
     if latest and latest.get("fingerprint") == digest and manifest.entry(source.name)["latest_version"] in done:
-        return [_unchanged(source, name, manifest) for name in [source.name] + latest.get("ensemble", [])]
+        return [_unchanged(source, name, manifest) for name in [source.name] + latest.get("ensemble", []) + latest.get("reduced", [])
+                if manifest.entry(name)]
 
     model = adapter.load(probe, sidecar)
     version = (done[-1] if done else 0) + 1
@@ -255,14 +262,115 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
                         {**record, "signature": entry_signature.describe(), "errors": _error_record(entry_errors)})
         results.append(BuildResult(entry.name, source.path.name, entry_kind, entry_kind, entry_signature,
                                    entry_version, "OK", errors=entry_errors))
+    for precision in precisions:
+        gate_rows = _gate_rows(adapter, model, signature, checked, sidecar)
+        results.append(_reduced_entry(source, precision, repo, manifest, version, fmt, adapter.neural, signature, gate_rows,
+                                      sidecar, model_config, variants, labels if labels_output else None, settings, release,
+                                      {**common, "framework": adapter.framework}, digest))
+    reduced = [r.name for r in results if r.status == "OK" and r.name.endswith(tuple(f"_{p}" for p in precisions))]
     manifest.record(source.name, version, {**common, "framework": adapter.framework, "format": fmt_name, "platform": fmt.platform},
-                    {**record, "ensemble": [e.name for e in entries]})
+                    {**record, "ensemble": [e.name for e in entries], "reduced": reduced})
     recorded = manifest.entry(source.name).setdefault("variants", {})
     for name in variants:
         if name not in kept:
             recorded[name] = {"by": "build-repo"}
     manifest.save()
     return results
+
+
+GATE_ROWS = 64
+
+
+def _gate_rows(adapter, model, signature: Signature, checked: "Verified", sidecar: Sidecar) -> tuple[dict, dict]:
+    """(rows, the source model's answers) that judge a reduced entry: the verification rows, plus
+    generated ones up to GATE_ROWS (another seed than the calibration rows)."""
+    rows = checked.samples
+    count = len(next(iter(rows.values())))
+    if count < GATE_ROWS and signature.batched:
+        rng = np.random.default_rng(2)
+        extra = (adapter.sample_inputs(model, signature, GATE_ROWS - count, rng)
+                 or verify.sample_inputs(signature, GATE_ROWS - count, rng))
+        rows = {k: np.concatenate([v, extra[k].astype(v.dtype)]) for k, v in rows.items()}
+    expected = adapter.reference(model, rows, signature)
+    return rows, {spec.name: expected[spec.name] for spec in signature.outputs}
+
+
+def _reduced_entry(source: ModelSource, precision: str, repo: Path, manifest: Manifest, fp32_version: int, fmt, neural: bool,
+                   signature: Signature, gate_rows: tuple[dict, dict], sidecar: Sidecar, fp32_config, fp32_variants: dict,
+                   labels, settings, release, common: dict, digest: str) -> BuildResult:
+    """``<name>_<precision>``: the FP32 artifact at reduced precision, judged by its gate, as an entry of
+    its own beside the FP32 one. A failure fails this entry only, with the figures."""
+    name = f"{source.name}_{precision}"
+    started = time.perf_counter()
+    try:
+        why = precisions.refusal(signature, neural, fmt.name, precision)
+        if why:
+            raise BuildError(f"{source.path.name}: {why}")
+        if (repo / name).exists() and manifest.entry(name) is None:
+            raise BuildError(f"{repo / name} exists and was not built by tritonforge; refusing to touch it")
+        spec = precisions.PRECISIONS[precision]
+        gate = replace(spec.gate, **dict(sidecar.precision_gate))
+        calibration, calibration_origin = _calibration_rows(source, sidecar, signature)
+        version = (versions(repo / name) or [0])[-1] + 1
+        fp32_artifact = repo / source.name / str(fp32_version) / fmt.filename
+        with staging.staging(repo, name) as staged:
+            version_dir = staged / str(version)
+            version_dir.mkdir()
+            artifact = version_dir / fmt.filename
+            details = spec.convert(fp32_artifact, artifact, calibration)
+            # The gate rows are the verification rows (and more), never the calibration rows.
+            rows, expected = gate_rows
+            actual = fmt.runner(artifact)(rows)
+            classifier_outputs = {settings.labels_output} if settings.labels_output else {
+                n for n, v in expected.items() if v.ndim == 2 and v.shape[1] > 1 and _are_probabilities(v)}
+            verdict = gate.judge(expected, actual, classifier_outputs)
+            if not verdict["ok"]:
+                raise BuildError(
+                    f"{source.path.name}: {precision} fails its gate: label agreement {verdict['agreement']:.3f} "
+                    f"(needs >= {gate.min_agreement}), error {verdict['error']:.3g} on '{verdict['worst']}' "
+                    f"(needs <= {gate.max_error}); the FP32 entry is unaffected")
+            gate_record = {"precision": precision, **gate.as_dict(), "classifier_outputs": sorted(classifier_outputs)}
+            write_samples(version_dir / SAMPLES_FILE, Samples(rows, expected, 0.0, 0.0, gate_record))
+            config = type(fp32_config)()
+            config.CopyFrom(fp32_config)
+            config.name = name
+            variants = {}
+            for variant, message in fp32_variants.items():
+                variants[variant] = type(message)()
+                variants[variant].CopyFrom(message)
+                variants[variant].name = name
+            _write_model_files(staged, config, variants, {}, labels, rows, signature)
+            ratio = precisions.speed_ratio(fp32_artifact, artifact, _batch_of(rows, 64))
+            staging.install(repo, name, staged, version)
+        manifest.record(name, version, {**common, "format": fmt.name, "platform": fmt.platform, "precision": precision,
+                                        "of": source.name},
+                        {"fingerprint": digest, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         "signature": signature.describe(), "precision": precision, **details,
+                         "calibration": calibration_origin if "calibration_rows" in details else None,
+                         "gate": gate.as_dict(), "agreement": verdict["agreement"], "error": verdict["error"],
+                         "speed_ratio_vs_fp32": round(ratio, 3), "tools": _tool_versions()})
+        manifest.entry(name)["variants"] = {v: {"by": "build-repo"} for v in variants}
+        error = OutputError(verdict["worst"] or "-", verdict["error"], verdict["error"], 0.0, 0.0, True)
+        return BuildResult(name, source.path.name, common["framework"], f"onnx-{precision}", signature, version, "OK",
+                           errors=(error,), seconds=time.perf_counter() - started)
+    except BuildError as exc:
+        return BuildResult(name, source.path.name, reason=str(exc), seconds=time.perf_counter() - started)
+    except Exception as exc:  # a quantizer's own failure: this entry only
+        return BuildResult(name, source.path.name, reason=f"{source.path.name}: {precision}: {type(exc).__name__}: {one_line(exc)}",
+                           seconds=time.perf_counter() - started)
+
+
+def _calibration_rows(source: ModelSource, sidecar: Sidecar, signature: Signature) -> tuple[dict, str]:
+    if sidecar.calibration:
+        rows = verify.check_sample_inputs(read_samples(sidecar.calibration).inputs, signature, sidecar.calibration.name)
+        return rows, f"{sidecar.calibration.name} ({len(next(iter(rows.values())))} rows)"
+    rows = verify.sample_inputs(signature, 64, np.random.default_rng(1))  # another seed than the gate rows
+    return rows, "64 generated rows (uniform in [0, 1) for floats)"
+
+
+def _batch_of(samples: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    count = len(next(iter(samples.values())))
+    return {k: np.concatenate([v] * (-(-rows // count)))[:rows] for k, v in samples.items()}
 
 
 @dataclass(frozen=True)

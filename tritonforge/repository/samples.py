@@ -6,6 +6,7 @@ binary (encoded images) as fixed-width bytes, so that it loads back without pick
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,9 @@ class Samples:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     atol: float = 0.0
     rtol: float = 0.0
+    # Reduced-precision entries are judged by a gate, not atol/rtol:
+    # {"precision", "min_agreement", "max_error", "classifier_outputs": [...]}
+    gate: dict | None = None
 
     @property
     def rows(self) -> int:
@@ -45,7 +49,8 @@ def write_samples(path: Path, samples: Samples) -> None:
     arrays = {f"{INPUT_PREFIX}{k}": _storable(v) for k, v in samples.inputs.items()}
     arrays.update({f"{OUTPUT_PREFIX}{k}": _storable(v) for k, v in samples.outputs.items()})
     buffer = io.BytesIO()
-    np.savez(buffer, atol=np.float64(samples.atol), rtol=np.float64(samples.rtol), **arrays)
+    extra = {"gate": np.array(json.dumps(samples.gate, sort_keys=True))} if samples.gate else {}
+    np.savez(buffer, atol=np.float64(samples.atol), rtol=np.float64(samples.rtol), **extra, **arrays)
     Path(path).write_bytes(buffer.getvalue())
 
 
@@ -56,11 +61,12 @@ def read_samples(path: Path) -> Samples:
         for key in data.files:
             if key.startswith(OUTPUT_PREFIX):
                 outputs[key[len(OUTPUT_PREFIX):]] = data[key]
-            elif key not in ("atol", "rtol"):
+            elif key not in ("atol", "rtol", "gate"):
                 inputs[key.removeprefix(INPUT_PREFIX)] = data[key]
         atol = float(data["atol"]) if "atol" in data.files else 0.0
         rtol = float(data["rtol"]) if "rtol" in data.files else 0.0
-    return Samples(inputs, outputs, atol, rtol)
+        gate = json.loads(str(data["gate"])) if "gate" in data.files else None
+    return Samples(inputs, outputs, atol, rtol, gate)
 
 
 def latest_samples(model_dir: Path) -> Path | None:

@@ -1,0 +1,84 @@
+"""Reduced precision: <name>_int8 and <name>_fp16 entries beside the FP32 one, each judged by its gate."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tritonforge.builder import BuildOptions, build_repository
+from tritonforge.repository import config as configs
+from tritonforge.repository import latest_samples, read_samples
+from tritonforge.serving import serve
+from tritonforge.serving.check import check_repository
+
+REDUCED = ["digits_cnn_int8", "digits_cnn_fp16", "price_two_inputs_int8", "price_two_inputs_fp16"]
+
+
+@pytest.fixture(scope="module")
+def precision_build(example_models, tmp_path_factory):
+    models = tmp_path_factory.mktemp("precision_models")
+    shutil.copy(example_models / "digits_cnn.keras", models / "digits_cnn.keras")  # a CNN: static QDQ
+    (models / "digits_cnn.yaml").write_text("labels: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\nprecision: [int8, fp16]\n")
+    shutil.copy(example_models / "price_two_inputs.h5", models / "price_two_inputs.h5")  # an MLP: dynamic
+    (models / "price_two_inputs.yaml").write_text("precision: [int8, fp16]\n")
+    # Constant calibration rows: every activation range collapses, and the gate must say so.
+    shutil.copy(example_models / "digits_cnn.keras", models / "digits_badcal.keras")
+    np.savez(models / "constant_rows.npz", input=np.zeros((32, 28, 28, 1), np.float32))
+    (models / "digits_badcal.yaml").write_text("labels: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\nprecision: int8\ncalibration: constant_rows.npz\n")
+    shutil.copy(example_models / "iris_xgb.json", models / "iris_xgb.json")
+    (models / "iris_xgb.yaml").write_text("precision: int8\n")
+    repo = tmp_path_factory.mktemp("precision") / "repo"
+    results = {r.name: r for r in build_repository(models, repo, BuildOptions())}
+    return repo, results
+
+
+@pytest.mark.parametrize("name", REDUCED)
+def test_reduced_entries_pass_their_gates_beside_the_fp32_entry(precision_build, name):
+    repo, results = precision_build
+    assert results[name].status == "OK", results[name].reason
+    assert results[name.rsplit("_", 1)[0]].status == "OK"
+    config = configs.read(repo / name)
+    assert config.name == name and config.platform == "onnxruntime_onnx"
+    assert configs.read_variant(repo / name, "cpu") is not None
+    record = json.loads((repo / "manifest.json").read_text())["models"][name]
+    latest = record["versions"][str(record["latest_version"])]
+    assert record["precision"] == name.rsplit("_", 1)[1] and record["of"] == name.rsplit("_", 1)[0]
+    assert latest["agreement"] >= latest["gate"]["min_agreement"] and latest["error"] <= latest["gate"]["max_error"]
+    assert latest["speed_ratio_vs_fp32"] > 0 and latest["method"]
+    assert read_samples(latest_samples(repo / name)).gate["precision"] == record["precision"]
+
+
+def test_int8_uses_static_calibration_for_a_cnn_and_dynamic_for_an_mlp(precision_build):
+    repo, _ = precision_build
+    models = json.loads((repo / "manifest.json").read_text())["models"]
+    cnn, mlp = models["digits_cnn_int8"]["versions"]["1"], models["price_two_inputs_int8"]["versions"]["1"]
+    assert cnn["method"].startswith("static QDQ") and "generated rows" in cnn["calibration"]
+    assert mlp["method"].startswith("dynamic") and mlp["calibration"] is None
+
+
+def test_a_bad_calibration_fails_the_gate_with_the_figures_and_spares_fp32(precision_build):
+    _, results = precision_build
+    failed = results["digits_badcal_int8"]
+    assert failed.status == "FAILED"
+    assert "int8 fails its gate: label agreement" in failed.reason and "the FP32 entry is unaffected" in failed.reason
+    assert results["digits_badcal"].status == "OK"
+
+
+def test_a_tree_asked_for_int8_is_refused_in_one_line(precision_build):
+    _, results = precision_build
+    refused = results["iris_xgb_int8"]
+    assert refused.status == "FAILED" and "\n" not in refused.reason
+    assert refused.reason.startswith("iris_xgb.json: int8 does not apply to trees and linear models")
+    assert results["iris_xgb"].status == "OK"
+
+
+@pytest.mark.slow
+def test_reduced_entries_are_served_with_answers_within_their_gates(precision_build):
+    repo, _ = precision_build
+    with serve(repo, control_mode="none") as server:
+        rows = check_repository(repo, http_url=server.http_url, grpc_url=server.grpc_url, models=REDUCED,
+                                protocols=("grpc",), config_name=server.config_name)
+    assert [r.model for r in rows] == REDUCED
+    assert all(r.ok and r.checked and " gate: " in r.samples for r in rows), [r.samples for r in rows]
