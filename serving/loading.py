@@ -10,6 +10,7 @@ from google.protobuf import json_format
 
 from tritonforge.repository import CONFIG_FILE, model_folders
 from tritonforge.repository import config as config_file
+from tritonforge.repository.layout import CONFIGS_DIR
 from tritonforge.serving.errors import ServeError
 
 # A parameter no backend reads: changing it makes Triton reload a model in place (new instances
@@ -36,6 +37,14 @@ def read_config(model_dir: Path, variant: str | None = None):
         return found if found is not None else config_file.read(Path(model_dir) / CONFIG_FILE)
     except config_file.ConfigError as exc:
         raise ServeError(str(exc)) from None
+
+
+def config_name_for(repo: Path, gpu: bool) -> str | None:
+    """The ``--model-config-name`` for this host: ``gpu`` or ``cpu`` where any model of the
+    repository has that variant (Triton falls back to config.pbtxt for those that do not)."""
+    name = "gpu" if gpu else "cpu"
+    has = any((Path(repo) / model / CONFIGS_DIR / f"{name}.pbtxt").is_file() for model in repository_models(repo))
+    return name if has else None
 
 
 def cpu_config(config, *, gpu: bool):

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tritonforge.serving.errors import ServeError
 from tritonforge.serving.loading import ModelLoader
-from tritonforge.serving.process import proc_children_stubs
+from tritonforge.serving.process import pid_state, proc_children_stubs, reap
 
 log = logging.getLogger("serve-repo")
 SHM_DIR = Path("/dev/shm")
@@ -107,3 +109,24 @@ class StubMonitor:
             if name and name.startswith(self.shm_prefix) and "/" not in name:
                 with contextlib.suppress(FileNotFoundError):
                     (SHM_DIR / name).unlink()
+
+    def regions(self) -> list[str]:
+        """This server's shared-memory regions still in /dev/shm."""
+        return sorted(p.name for p in SHM_DIR.glob(f"{self.shm_prefix}*")) if self.shm_prefix else []
+
+    def live_pids(self) -> list[int]:
+        return [s.pid for s in self.stubs.values() if pid_state(s.pid) not in (None, "Z")]
+
+    def stop_stubs(self, wait: float = 5.0) -> None:
+        """After Triton stopped: stubs exit when their parent goes; any that linger are ours, by
+        pid. Dead stubs were Triton's children; orphaned now, they are ours to reap."""
+        deadline = time.monotonic() + wait
+        for stub in list(self.stubs.values()):
+            while pid_state(stub.pid) not in (None, "Z") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid_state(stub.pid) not in (None, "Z"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stub.pid, signal.SIGKILL)
+        time.sleep(0.1)
+        for pid in self.all_pids:
+            reap(pid)

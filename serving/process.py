@@ -37,6 +37,37 @@ def tritonserver_paths() -> dict[str, Path]:
     }
 
 
+def command_line(repo: Path, backends: Path, *, address: str, http_port: int, grpc_port: int, metrics_port: int,
+                 shm_prefix: str, log_verbose: int = 0, cache_bytes: int = 0, config_name: str | None = None,
+                 extra_args=()) -> list[str]:
+    """tritonserver's command line. Always ``explicit`` control: one model that fails to load
+    stops the server at start in Triton's ``none`` and ``poll`` modes (serve-repo's own modes
+    sit on top, through the load API)."""
+    paths = tritonserver_paths()
+    return [
+        str(paths["binary"]),
+        f"--model-repository={repo}",
+        f"--backend-directory={backends}",
+        "--model-control-mode=explicit",
+        "--strict-readiness=true",
+        "--exit-on-error=false",
+        "--exit-timeout-secs=5",
+        f"--http-address={address}",
+        f"--grpc-address={address}",
+        f"--metrics-address={address}",
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-port={metrics_port}",
+        # Stubs name their /dev/shm regions <prefix><uuid>: a prefix per server lets stop()
+        # remove exactly this server's regions.
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        f"--log-verbose={log_verbose}",
+        *([f"--cache-directory={paths['caches']}", f"--cache-config=local,size={cache_bytes}"] if cache_bytes else []),
+        *([f"--model-config-name={config_name}"] if config_name else []),
+        *extra_args,
+    ]
+
+
 def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((address, 0))

@@ -38,11 +38,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonforge.repository.layout import CONFIGS_DIR
 from tritonforge.serving import process as triton
 from tritonforge.serving.errors import ServeError
-from tritonforge.serving.loading import ModelLoader, cpu_config, read_config, repository_models
-from tritonforge.serving.monitor import SHM_DIR, StubMonitor
+from tritonforge.serving.loading import ModelLoader, config_name_for, cpu_config, read_config, repository_models
+from tritonforge.serving.monitor import StubMonitor
 from tritonforge.serving.polling import RepositoryPoller
 from tritonforge.serving.process import free_port, gpu_available, proc_children_stubs as _proc_children_stubs
 
@@ -51,16 +50,8 @@ log = logging.getLogger("serve-repo")
 CONTROL_MODES = ("none", "poll", "explicit")
 DEFAULT_CACHE_BYTES = 64 << 20  # Triton's local response cache, used by models with response_cache enabled
 
-__all__ = ["CONTROL_MODES", "ServeError", "Server", "cpu_config", "free_port", "read_config", "repository_models",
-           "serve", "_proc_children_stubs"]
-
-
-def config_name_for(repo: Path, gpu: bool) -> str | None:
-    """The ``--model-config-name`` for this host: ``gpu`` or ``cpu`` where any model of the
-    repository has that variant (Triton falls back to config.pbtxt for those that do not)."""
-    name = "gpu" if gpu else "cpu"
-    has = any((Path(repo) / model / CONFIGS_DIR / f"{name}.pbtxt").is_file() for model in repository_models(repo))
-    return name if has else None
+__all__ = ["CONTROL_MODES", "ServeError", "Server", "config_name_for", "cpu_config", "free_port", "read_config",
+           "repository_models", "serve", "_proc_children_stubs"]
 
 
 @dataclass
@@ -131,27 +122,12 @@ class Server:
 
     # ---- start -----------------------------------------------------------------------
     def command(self) -> list[str]:
-        paths = triton.tritonserver_paths()
-        return [
-            str(paths["binary"]),
-            f"--model-repository={self.repo}",
-            f"--backend-directory={self.workdir / 'backends'}",
-            "--model-control-mode=explicit",
-            "--strict-readiness=true",
-            "--exit-on-error=false",
-            "--exit-timeout-secs=5",
-            f"--http-address={self.address}",
-            f"--grpc-address={self.address}",
-            f"--metrics-address={self.address}",
-            f"--http-port={self.http_port}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-port={self.metrics_port}",
-            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-            f"--log-verbose={self.log_verbose}",
-            *([f"--cache-directory={paths['caches']}", f"--cache-config=local,size={self.cache_bytes}"] if self.cache_bytes else []),
-            *([f"--model-config-name={self.config_name}"] if self.config_name else []),
-            *self.extra_args,
-        ]
+        return triton.command_line(
+            self.repo, self.workdir / "backends", address=self.address, http_port=self.http_port,
+            grpc_port=self.grpc_port, metrics_port=self.metrics_port, shm_prefix=self.shm_prefix,
+            log_verbose=self.log_verbose, cache_bytes=self.cache_bytes, config_name=self.config_name,
+            extra_args=self.extra_args,
+        )
 
     def start(self) -> "Server":
         if not self.repo.is_dir():
@@ -249,11 +225,10 @@ class Server:
     # ---- stop ------------------------------------------------------------------------
     def leftovers(self) -> dict[str, list]:
         """Processes and shared-memory regions of this server still present (for tests)."""
-        pids = [s.pid for s in self.stubs.values() if triton.pid_state(s.pid) not in (None, "Z")]
+        pids = self.monitor.live_pids() if self.monitor else []
         if self.process is not None and self.process.poll() is None:
             pids.append(self.process.pid)
-        regions = sorted(p.name for p in SHM_DIR.glob(f"{self.shm_prefix}*")) if self.shm_prefix else []
-        return {"processes": pids, "shm_regions": regions}
+        return {"processes": pids, "shm_regions": self.monitor.regions() if self.monitor else []}
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop Triton (SIGINT, then SIGKILL to its process group), its stubs, and clean up."""
@@ -264,30 +239,14 @@ class Server:
             with contextlib.suppress(Exception):
                 self.scan_stubs()
             triton.terminate(self.process, timeout)
-            self._stop_stubs()
-        if self.monitor is not None and self.shm_prefix:
-            self.monitor.remove_regions(p.name for p in SHM_DIR.glob(f"{self.shm_prefix}*"))
+            self.monitor.stop_stubs()
+        if self.monitor is not None:
+            self.monitor.remove_regions(self.monitor.regions())
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         if self.workdir is not None and self.workdir.exists() and not os.environ.get("TRITONFORGE_KEEP_SERVE_DIR"):
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def _stop_stubs(self) -> None:
-        """Stubs exit when their parent goes; any that linger are ours, by pid. Dead stubs were
-        Triton's children; orphaned now, they are ours to reap."""
-        import signal
-
-        deadline = time.monotonic() + 5
-        for stub in list(self.stubs.values()):
-            while triton.pid_state(stub.pid) not in (None, "Z") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if triton.pid_state(stub.pid) not in (None, "Z"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(stub.pid, signal.SIGKILL)
-        time.sleep(0.1)
-        for pid in self.monitor.all_pids if self.monitor else ():
-            triton.reap(pid)
 
     def __enter__(self) -> "Server":
         return self.start() if self.process is None else self

@@ -24,14 +24,17 @@ class ConfigRefused(Exception):
     """The model's config does not fit its artifact; the message is what the user sees."""
 
 
-def artifact_tensor(name: str, type_name: str, shape) -> TensorSpec:
-    """One input or output as the artifact declares it: ``type_name`` a config type (``TYPE_FP32``)
-    or, for a type Triton has none for, the framework's own name (kept to word the refusal);
-    ``shape`` full, batch included, -1 for a free dimension, None for an unknown rank.
+def artifact_tensor(name: str, dtype, shape) -> TensorSpec:
+    """One input or output as the artifact declares it: ``dtype`` a numpy dtype or, for a type
+    Triton has none for, the framework's own name (kept to word the refusal); ``shape`` full,
+    batch included, -1 for a free dimension, None for an unknown rank.
 
-    >>> artifact_tensor("input", "TYPE_FP32", (-1, 4))   # any batch, 4 features
+    >>> artifact_tensor("input", np.float32, (-1, 4))   # any batch, 4 features
     """
-    return TensorSpec(name, numpy_dtype(type_name) if type_name in config_types() else type_name, shape)
+    try:
+        return TensorSpec(name, numpy_dtype(dtype), shape)
+    except UnknownDtype:
+        return TensorSpec(name, dtype, shape)
 
 
 def type_of(spec: TensorSpec) -> str:

@@ -8,13 +8,12 @@ import numpy as np
 
 from tritonforge.serving.backends.common import BatchedModel, ModelArgs, TensorSpec, artifact_tensor, check_config, refuse
 
-# ONNX Runtime type strings -> Triton config types.
+# ONNX Runtime type strings -> numpy dtypes (Triton's names come from tritonforge.repository.dtypes).
 _ORT_TYPES = {
-    "tensor(bool)": "TYPE_BOOL", "tensor(uint8)": "TYPE_UINT8", "tensor(uint16)": "TYPE_UINT16",
-    "tensor(uint32)": "TYPE_UINT32", "tensor(uint64)": "TYPE_UINT64", "tensor(int8)": "TYPE_INT8",
-    "tensor(int16)": "TYPE_INT16", "tensor(int32)": "TYPE_INT32", "tensor(int64)": "TYPE_INT64",
-    "tensor(float16)": "TYPE_FP16", "tensor(float)": "TYPE_FP32", "tensor(double)": "TYPE_FP64",
-    "tensor(string)": "TYPE_STRING",
+    "tensor(bool)": "bool", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64", "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32",
+    "tensor(int64)": "int64", "tensor(float16)": "float16", "tensor(float)": "float32",
+    "tensor(double)": "float64", "tensor(string)": "object",
 }
 
 

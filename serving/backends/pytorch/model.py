@@ -14,7 +14,7 @@ import numpy as np
 from tritonforge.serving.backends.common import (
     BatchedModel, ConfigRefused, ModelArgs, _compare_dims, _config_dims, refuse, shape_str,
 )
-from tritonforge.repository import numpy_dtype
+from tritonforge.repository import config_type, numpy_dtype
 from tritonforge.repository.dtypes import config_types
 
 _INDEXED = re.compile(r"^.+__(\d+)$")
@@ -22,12 +22,13 @@ _TRIAL_TYPES = ("TYPE_FP32", "TYPE_FP64", "TYPE_FP16", "TYPE_INT64", "TYPE_INT32
 
 
 def _triton_type(tensor) -> str:
+    """The config type of a tensor's dtype, or torch's name for one Triton has none for."""
     import torch
 
-    names = {torch.bool: "TYPE_BOOL", torch.uint8: "TYPE_UINT8", torch.int8: "TYPE_INT8",
-             torch.int16: "TYPE_INT16", torch.int32: "TYPE_INT32", torch.int64: "TYPE_INT64",
-             torch.float16: "TYPE_FP16", torch.float32: "TYPE_FP32", torch.float64: "TYPE_FP64"}
-    return names.get(tensor.dtype, str(tensor.dtype))
+    names = {torch.bool: "bool", torch.uint8: "uint8", torch.int8: "int8", torch.int16: "int16",
+             torch.int32: "int32", torch.int64: "int64", torch.float16: "float16", torch.float32: "float32",
+             torch.float64: "float64"}
+    return config_type(names[tensor.dtype]) if tensor.dtype in names else str(tensor.dtype)
 
 
 class TritonPythonModel:

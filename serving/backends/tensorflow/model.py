@@ -15,11 +15,9 @@ from tritonforge.serving.backends.common import (
 def _spec(name, spec) -> TensorSpec:
     import tensorflow as tf
 
-    names = {tf.bool: "TYPE_BOOL", tf.uint8: "TYPE_UINT8", tf.uint16: "TYPE_UINT16",
-             tf.uint32: "TYPE_UINT32", tf.uint64: "TYPE_UINT64", tf.int8: "TYPE_INT8",
-             tf.int16: "TYPE_INT16", tf.int32: "TYPE_INT32", tf.int64: "TYPE_INT64",
-             tf.float16: "TYPE_FP16", tf.float32: "TYPE_FP32", tf.float64: "TYPE_FP64",
-             tf.string: "TYPE_STRING"}
+    # TensorFlow dtypes Triton has a type for (as numpy dtypes); others keep TensorFlow's name.
+    names = {t: t.as_numpy_dtype for t in (tf.bool, tf.uint8, tf.uint16, tf.uint32, tf.uint64, tf.int8, tf.int16,
+                                           tf.int32, tf.int64, tf.float16, tf.float32, tf.float64, tf.string)}
     dims = None if spec.shape.rank is None else tuple(-1 if d is None else int(d) for d in spec.shape)
     return artifact_tensor(name, names.get(spec.dtype, spec.dtype.name), dims)
 
