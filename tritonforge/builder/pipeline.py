@@ -8,30 +8,27 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .. import converters, ensembles, verify
-from ..converters import precision as precisions
 from ..converters.probe import FileProbe, one_line
 from ..ensembles import Entry, ModelFacts
 from ..errors import BuildError
 from ..repository import SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
 from ..repository import config as config_file
-from ..repository.layout import CONFIG_FILE, CONFIGS_DIR, LABELS_FILE, WARMUP_DIR, warmup_file
+from ..repository.layout import CONFIG_FILE, CONFIGS_DIR
 from ..repository.manifest import Manifest, ManifestError
 from ..sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar, read_yaml
 from ..verify import OutputError
-from . import configure, staging
+from . import configure, reduced, staging
+from .files import are_probabilities, tool_versions, write_model_files
 from .releases import DEFAULT_RELEASE, parse_release
 from .results import BuildResult
 
 DEFAULT_MAX_BATCH_SIZE = 64
-TOOLS = ("tritonforge", "onnx", "onnxruntime", "skl2onnx", "onnxmltools", "tf2onnx", "tensorflow", "keras",
-         "torch", "scikit-learn", "xgboost")
 
 
 @dataclass(frozen=True)
@@ -228,11 +225,11 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
         variants = configure.variants(model_config, signature, settings, release)
         kept = {name: (repo / source.name / CONFIGS_DIR / f"{name}.pbtxt").read_text()
                 for name in manifest.kept_variants(source.name) if (repo / source.name / CONFIGS_DIR / f"{name}.pbtxt").is_file()}
-        _write_model_files(staged, model_config, variants, kept, labels if labels_output else None, checked.samples, signature)
+        write_model_files(staged, model_config, variants, kept, labels if labels_output else None, checked.samples, signature)
         entries, ensemble_errors = [], ()
         if sidecar.preprocess or sidecar.postprocess:
             facts = ModelFacts(signature, adapter.feature_names(model), adapter.accepts_missing, labels if labels_output else None,
-                               labels_output, _are_probabilities(checked.expected.get(labels_output)), source.path.parent)
+                               labels_output, are_probabilities(checked.expected.get(labels_output)), source.path.parent)
             entries, ensemble_errors = ensembles.plan(
                 source.name, source.path.name, sidecar, facts, model_config, checked.samples, checked.run_artifact,
                 lambda inputs: adapter.reference(model, inputs, signature), checked.atol, checked.rtol)
@@ -248,7 +245,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
         "atol": checked.atol,
         "rtol": checked.rtol,
         "errors": _error_record(checked.errors),
-        "tools": _tool_versions(),
+        "tools": tool_versions(),
     }
     common = {"source": source.path.name, "triton_version": release.name}
     results = [BuildResult(source.name, source.path.name, adapter.framework, fmt_name, signature, version, "OK", errors=checked.errors)]
@@ -263,114 +260,19 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
         results.append(BuildResult(entry.name, source.path.name, entry_kind, entry_kind, entry_signature,
                                    entry_version, "OK", errors=entry_errors))
     for precision in precisions:
-        gate_rows = _gate_rows(adapter, model, signature, checked, sidecar)
-        results.append(_reduced_entry(source, precision, repo, manifest, version, fmt, adapter.neural, signature, gate_rows,
-                                      sidecar, model_config, variants, labels if labels_output else None, settings, release,
-                                      {**common, "framework": adapter.framework}, digest))
-    reduced = [r.name for r in results if r.status == "OK" and r.name.endswith(tuple(f"_{p}" for p in precisions))]
+        gate_rows = reduced.gate_rows(adapter, model, signature, checked, sidecar)
+        results.append(reduced.reduced_entry(source, precision, repo, manifest, version, fmt, adapter.neural, signature, gate_rows,
+                                             sidecar, model_config, variants, labels if labels_output else None, settings,
+                                             release, {**common, "framework": adapter.framework}, digest))
+    reduced_names = [r.name for r in results if r.status == "OK" and r.name.endswith(tuple(f"_{p}" for p in precisions))]
     manifest.record(source.name, version, {**common, "framework": adapter.framework, "format": fmt_name, "platform": fmt.platform},
-                    {**record, "ensemble": [e.name for e in entries], "reduced": reduced})
+                    {**record, "ensemble": [e.name for e in entries], "reduced": reduced_names})
     recorded = manifest.entry(source.name).setdefault("variants", {})
     for name in variants:
         if name not in kept:
             recorded[name] = {"by": "build-repo"}
     manifest.save()
     return results
-
-
-GATE_ROWS = 64
-
-
-def _gate_rows(adapter, model, signature: Signature, checked: "Verified", sidecar: Sidecar) -> tuple[dict, dict]:
-    """(rows, the source model's answers) that judge a reduced entry: the verification rows, plus
-    generated ones up to GATE_ROWS (another seed than the calibration rows)."""
-    rows = checked.samples
-    count = len(next(iter(rows.values())))
-    if count < GATE_ROWS and signature.batched:
-        rng = np.random.default_rng(2)
-        extra = (adapter.sample_inputs(model, signature, GATE_ROWS - count, rng)
-                 or verify.sample_inputs(signature, GATE_ROWS - count, rng))
-        rows = {k: np.concatenate([v, extra[k].astype(v.dtype)]) for k, v in rows.items()}
-    expected = adapter.reference(model, rows, signature)
-    return rows, {spec.name: expected[spec.name] for spec in signature.outputs}
-
-
-def _reduced_entry(source: ModelSource, precision: str, repo: Path, manifest: Manifest, fp32_version: int, fmt, neural: bool,
-                   signature: Signature, gate_rows: tuple[dict, dict], sidecar: Sidecar, fp32_config, fp32_variants: dict,
-                   labels, settings, release, common: dict, digest: str) -> BuildResult:
-    """``<name>_<precision>``: the FP32 artifact at reduced precision, judged by its gate, as an entry of
-    its own beside the FP32 one. A failure fails this entry only, with the figures."""
-    name = f"{source.name}_{precision}"
-    started = time.perf_counter()
-    try:
-        why = precisions.refusal(signature, neural, fmt.name, precision)
-        if why:
-            raise BuildError(f"{source.path.name}: {why}")
-        if (repo / name).exists() and manifest.entry(name) is None:
-            raise BuildError(f"{repo / name} exists and was not built by tritonforge; refusing to touch it")
-        spec = precisions.PRECISIONS[precision]
-        gate = replace(spec.gate, **dict(sidecar.precision_gate))
-        calibration, calibration_origin = _calibration_rows(source, sidecar, signature)
-        version = (versions(repo / name) or [0])[-1] + 1
-        fp32_artifact = repo / source.name / str(fp32_version) / fmt.filename
-        with staging.staging(repo, name) as staged:
-            version_dir = staged / str(version)
-            version_dir.mkdir()
-            artifact = version_dir / fmt.filename
-            details = spec.convert(fp32_artifact, artifact, calibration)
-            # The gate rows are the verification rows (and more), never the calibration rows.
-            rows, expected = gate_rows
-            actual = fmt.runner(artifact)(rows)
-            classifier_outputs = {settings.labels_output} if settings.labels_output else {
-                n for n, v in expected.items() if v.ndim == 2 and v.shape[1] > 1 and _are_probabilities(v)}
-            verdict = gate.judge(expected, actual, classifier_outputs)
-            if not verdict["ok"]:
-                raise BuildError(
-                    f"{source.path.name}: {precision} fails its gate: label agreement {verdict['agreement']:.3f} "
-                    f"(needs >= {gate.min_agreement}), error {verdict['error']:.3g} on '{verdict['worst']}' "
-                    f"(needs <= {gate.max_error}); the FP32 entry is unaffected")
-            gate_record = {"precision": precision, **gate.as_dict(), "classifier_outputs": sorted(classifier_outputs)}
-            write_samples(version_dir / SAMPLES_FILE, Samples(rows, expected, 0.0, 0.0, gate_record))
-            config = type(fp32_config)()
-            config.CopyFrom(fp32_config)
-            config.name = name
-            variants = {}
-            for variant, message in fp32_variants.items():
-                variants[variant] = type(message)()
-                variants[variant].CopyFrom(message)
-                variants[variant].name = name
-            _write_model_files(staged, config, variants, {}, labels, rows, signature)
-            ratio = precisions.speed_ratio(fp32_artifact, artifact, _batch_of(rows, 64))
-            staging.install(repo, name, staged, version)
-        manifest.record(name, version, {**common, "format": fmt.name, "platform": fmt.platform, "precision": precision,
-                                        "of": source.name},
-                        {"fingerprint": digest, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         "signature": signature.describe(), "precision": precision, **details,
-                         "calibration": calibration_origin if "calibration_rows" in details else None,
-                         "gate": gate.as_dict(), "agreement": verdict["agreement"], "error": verdict["error"],
-                         "speed_ratio_vs_fp32": round(ratio, 3), "tools": _tool_versions()})
-        manifest.entry(name)["variants"] = {v: {"by": "build-repo"} for v in variants}
-        error = OutputError(verdict["worst"] or "-", verdict["error"], verdict["error"], 0.0, 0.0, True)
-        return BuildResult(name, source.path.name, common["framework"], f"onnx-{precision}", signature, version, "OK",
-                           errors=(error,), seconds=time.perf_counter() - started)
-    except BuildError as exc:
-        return BuildResult(name, source.path.name, reason=str(exc), seconds=time.perf_counter() - started)
-    except Exception as exc:  # a quantizer's own failure: this entry only
-        return BuildResult(name, source.path.name, reason=f"{source.path.name}: {precision}: {type(exc).__name__}: {one_line(exc)}",
-                           seconds=time.perf_counter() - started)
-
-
-def _calibration_rows(source: ModelSource, sidecar: Sidecar, signature: Signature) -> tuple[dict, str]:
-    if sidecar.calibration:
-        rows = verify.check_sample_inputs(read_samples(sidecar.calibration).inputs, signature, sidecar.calibration.name)
-        return rows, f"{sidecar.calibration.name} ({len(next(iter(rows.values())))} rows)"
-    rows = verify.sample_inputs(signature, 64, np.random.default_rng(1))  # another seed than the gate rows
-    return rows, "64 generated rows (uniform in [0, 1) for floats)"
-
-
-def _batch_of(samples: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    count = len(next(iter(samples.values())))
-    return {k: np.concatenate([v] * (-(-rows // count)))[:rows] for k, v in samples.items()}
 
 
 @dataclass(frozen=True)
@@ -406,19 +308,6 @@ def _verify(source: ModelSource, adapter, model, fmt, artifact: Path, signature:
     return Verified(samples, expected, errors, atol, rtol, run_artifact)
 
 
-def _write_model_files(staged: Path, model_config, variants: dict, kept: dict[str, str], labels: tuple[str, ...] | None,
-                       samples: dict[str, np.ndarray], signature: Signature) -> None:
-    """The configs, the labels file and the warmup rows beside the version folder."""
-    config_file.write_model(staged, model_config, variants, kept)
-    if labels:
-        (staged / LABELS_FILE).write_text("\n".join(labels) + "\n")
-    if model_config.model_warmup:
-        warm = staged / WARMUP_DIR
-        warm.mkdir()
-        for index, spec in enumerate(signature.inputs):
-            (warm / warmup_file(index)).write_bytes(config_file.warmup_bytes(samples[spec.name][0]))
-
-
 def _error_record(errors: tuple[OutputError, ...]) -> dict[str, dict[str, float]]:
     return {e.name: {"max_abs": e.max_abs, "max_rel": e.max_rel} for e in errors}
 
@@ -441,12 +330,6 @@ def _install_entry(repo: Path, entry: Entry) -> int:
         config_file.write(staged / CONFIG_FILE, entry.config)
         staging.install(repo, entry.name, staged, version)
     return version
-
-
-def _are_probabilities(scores: np.ndarray | None) -> bool:
-    if scores is None or scores.dtype.kind != "f":
-        return False
-    return bool(np.all(scores >= 0) and np.all(scores <= 1) and np.allclose(scores.sum(axis=-1), 1, atol=1e-3))
 
 
 def _target_format(adapter, sidecar: Sidecar, options: BuildOptions, source: ModelSource) -> str:
@@ -478,13 +361,3 @@ def _unchanged(source: ModelSource, name: str, manifest: Manifest) -> BuildResul
     )
     return BuildResult(name, source.path.name, entry["framework"], entry["format"], None, entry["latest_version"], "UNCHANGED",
                        reason=record.get("signature", ""), errors=errors)
-
-
-def _tool_versions() -> dict[str, str]:
-    found = {}
-    for name in TOOLS:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
