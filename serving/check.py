@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import json_format
 
-from tritonforge.repository import SAMPLES_FILE, kserve_type, numpy_dtype, read_samples
+from tritonforge.repository import SAMPLES_FILE, STRING, kserve_type, model_folders, numpy_dtype, read_samples
+from tritonforge.repository.config import dtype_of
 from tritonforge.serving.errors import ServeError
-from tritonforge.serving.loading import read_config, repository_models
+from tritonforge.serving.loading import read_config
 
 PROTOCOLS = ("http", "grpc")
 
@@ -103,14 +104,16 @@ def compare_config(file_config, served_config) -> tuple[bool, str]:
 
 
 # ---- samples ------------------------------------------------------------------------
-def _as_wire(array: np.ndarray, config_type: str) -> np.ndarray:
-    if config_type == "TYPE_STRING":
+def _as_wire(array: np.ndarray, dtype) -> np.ndarray:
+    """A sample array as the client sends it; ``dtype`` in any spelling of repository.dtypes."""
+    dtype = numpy_dtype(dtype)
+    if dtype == STRING:
         # plain bytes: tritonclient serialises anything else, numpy.bytes_ included, as its str()
         flat = [bytes(v) if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1)]
         out = np.empty(len(flat), dtype=np.object_)
         out[:] = flat
         return out.reshape(array.shape)
-    return np.ascontiguousarray(array, dtype=numpy_dtype(config_type))
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 def compare_output(served: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> tuple[bool, str, float]:
@@ -179,7 +182,7 @@ class _Protocol:
 
 def check_version(proto: _Protocol, model: str, version: str, config, samples_path: Path) -> tuple[bool, str]:
     samples = read_samples(samples_path)
-    types = {io.name: _config_type_name(io.data_type) for io in config.input}
+    types = {io.name: dtype_of(io.data_type) for io in config.input}
     missing = [n for n in types if n not in samples.inputs]
     if missing:
         return False, f"{samples_path}: no sample for input(s) {', '.join(missing)}"
@@ -217,19 +220,13 @@ def check_version(proto: _Protocol, model: str, version: str, config, samples_pa
     return True, f"{rows} rows, {len(out_names)} output{'' if len(out_names) == 1 else 's'}, max |diff| {worst:.2g}"
 
 
-def _config_type_name(value: int) -> str:
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    return mc.DataType.Name(value)
-
-
 def check_repository(repo: Path, *, http_url: str, grpc_url: str, models=None, protocols=PROTOCOLS,
                      config_name: str | None = None) -> list[CheckRow]:
     """``config_name``: the ``--model-config-name`` the server runs with, so that each model is
     compared with the file it loaded (``configs/<name>.pbtxt``, else ``config.pbtxt``)."""
     repo = Path(repo)
-    names = list(models) if models else repository_models(repo)
-    used_by = _ensembles_using(repo, repository_models(repo))
+    names = list(models) if models else model_folders(repo)
+    used_by = _ensembles_using(repo, model_folders(repo))
     rows: list[CheckRow] = []
     for protocol in protocols:
         proto = _Protocol(protocol, http_url if protocol == "http" else grpc_url)

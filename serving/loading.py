@@ -24,11 +24,6 @@ def load_error(text: str) -> str:
     return " ".join(text.split("\n\nAt:")[0].split()).rstrip(";")
 
 
-def repository_models(repo: Path) -> list[str]:
-    """Model folders as Triton sees them: every sub-folder holding a config.pbtxt."""
-    return model_folders(repo)
-
-
 def read_config(model_dir: Path, variant: str | None = None):
     """The config Triton loads for ``model_dir``: ``configs/<variant>.pbtxt`` where the model has
     it (what ``--model-config-name`` picks), else ``config.pbtxt``."""
@@ -43,7 +38,7 @@ def config_name_for(repo: Path, gpu: bool) -> str | None:
     """The ``--model-config-name`` for this host: ``gpu`` or ``cpu`` where any model of the
     repository has that variant (Triton falls back to config.pbtxt for those that do not)."""
     name = "gpu" if gpu else "cpu"
-    has = any((Path(repo) / model / CONFIGS_DIR / f"{name}.pbtxt").is_file() for model in repository_models(repo))
+    has = any((Path(repo) / model / CONFIGS_DIR / f"{name}.pbtxt").is_file() for model in model_folders(repo))
     return name if has else None
 
 

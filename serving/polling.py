@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tritonforge.repository import CONFIG_FILE
+from tritonforge.repository import CONFIG_FILE, model_folders
 from tritonforge.repository.layout import CONFIGS_DIR
 from tritonforge.serving.errors import ServeError
-from tritonforge.serving.loading import ModelLoader, repository_models
+from tritonforge.serving.loading import ModelLoader
 
 log = logging.getLogger("serve-repo")
 
@@ -32,11 +32,11 @@ class RepositoryPoller:
         self.seen: dict[str, tuple] = {}
 
     def remember_all(self) -> None:
-        for name in repository_models(self.repo):
+        for name in model_folders(self.repo):
             self.seen[name] = fingerprint(self.repo / name)
 
     def poll(self) -> None:
-        current = {name: fingerprint(self.repo / name) for name in repository_models(self.repo)}
+        current = {name: fingerprint(self.repo / name) for name in model_folders(self.repo)}
         # Ensembles last: their steps and models must be loaded first.
         for name, fp in sorted(current.items(), key=lambda item: (self.loader.is_ensemble(item[0]), item[0])):
             if fp is None or self.seen.get(name) == fp:

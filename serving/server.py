@@ -40,7 +40,8 @@ from pathlib import Path
 
 from tritonforge.serving import process as triton
 from tritonforge.serving.errors import ServeError
-from tritonforge.serving.loading import ModelLoader, config_name_for, cpu_config, read_config, repository_models
+from tritonforge.repository import model_folders
+from tritonforge.serving.loading import ModelLoader, config_name_for, cpu_config, read_config
 from tritonforge.serving.monitor import StubMonitor
 from tritonforge.serving.polling import RepositoryPoller
 from tritonforge.serving.process import free_port, gpu_available, proc_children_stubs as _proc_children_stubs
@@ -51,7 +52,7 @@ CONTROL_MODES = ("none", "poll", "explicit")
 DEFAULT_CACHE_BYTES = 64 << 20  # Triton's local response cache, used by models with response_cache enabled
 
 __all__ = ["CONTROL_MODES", "ServeError", "Server", "config_name_for", "cpu_config", "free_port", "read_config",
-           "repository_models", "serve", "_proc_children_stubs"]
+           "serve", "_proc_children_stubs"]
 
 
 @dataclass
@@ -161,9 +162,9 @@ class Server:
         if self.control_mode == "explicit":
             wanted = list(self.load_models or ())
             if wanted == ["*"]:
-                wanted = repository_models(self.repo)
+                wanted = model_folders(self.repo)
         else:
-            wanted = list(self.load_models) if self.load_models else repository_models(self.repo)
+            wanted = list(self.load_models) if self.load_models else model_folders(self.repo)
         # Ensembles last: loading one makes Triton load its missing steps from their files,
         # without any override.
         wanted.sort(key=lambda n: (self.loader.is_ensemble(n), n))

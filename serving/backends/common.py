@@ -1,7 +1,7 @@
 """What the three CPU backends share: config reading, load-time checks, batched execution.
 
 Each backend's ``model.py`` is loaded by the Triton Python stub by file path; it imports this
-module through the installed ``serving`` package (the stub runs the venv's ``python3``).
+module through the installed ``tritonforge.serving`` package (the stub runs the venv's ``python3``).
 
 A backend describes its artifact as a list of :class:`TensorSpec` (made by :func:`artifact_tensor`:
 name, numpy dtype, full shape with the batch dimension and -1 for a free one) and a ``run(dict) -> dict`` function;
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tritonforge.repository import TensorSpec, config_type, numpy_dtype
+from tritonforge.repository import TensorSpec, numpy_dtype
 from tritonforge.repository.dtypes import UnknownDtype, config_types
+
 
 class ConfigRefused(Exception):
     """The model's config does not fit its artifact; the message is what the user sees."""
@@ -40,7 +41,7 @@ def artifact_tensor(name: str, dtype, shape) -> TensorSpec:
 def type_of(spec: TensorSpec) -> str:
     """The config type of an artifact tensor, or the framework's name for one Triton has none for."""
     try:
-        return config_type(spec.dtype)
+        return spec.config_type
     except (UnknownDtype, TypeError):
         return str(spec.dtype)
 

@@ -6,6 +6,7 @@ of Triton's C++ ONNX Runtime backend and its thread parameters ``intra_op_thread
 """
 import numpy as np
 
+from tritonforge.repository import STRING
 from tritonforge.serving.backends.common import BatchedModel, ModelArgs, TensorSpec, artifact_tensor, check_config, refuse
 
 # ONNX Runtime type strings -> numpy dtypes (Triton's names come from tritonforge.repository.dtypes).
@@ -44,7 +45,7 @@ class TritonPythonModel:
             check_config(margs, inputs, outputs)
         except Exception as exc:
             raise refuse(exc) from None
-        self.string_inputs = {t.name for t in inputs if t.dtype == np.dtype(object)}
+        self.string_inputs = {t.name for t in inputs if t.dtype == STRING}
         self.output_names = [io["name"] for io in margs.outputs()]
         self.model = BatchedModel(margs, self._run)
 
