@@ -94,15 +94,15 @@ def _one_row_inputs(repo: Path, model: str, config):
     import tritonclient.grpc as grpcclient
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from tritonforge.serving.check import _as_wire, _triton_datatype, load_samples
+    from tritonforge.repository import kserve_type, latest_samples, read_samples
+    from tritonforge.serving.check import _as_wire
 
-    version = max((p.name for p in (repo / model).iterdir() if p.name.isdigit()), key=int)
-    samples = load_samples(repo / model / version / "samples.npz")
+    samples = read_samples(latest_samples(repo / model))
     tensors = []
     for io in config.input:
         config_type = mc.DataType.Name(io.data_type)
-        row = _as_wire(samples["inputs"][io.name][:1], config_type)
-        tensor = grpcclient.InferInput(io.name, list(row.shape), _triton_datatype(config_type))
+        row = _as_wire(samples.inputs[io.name][:1], config_type)
+        tensor = grpcclient.InferInput(io.name, list(row.shape), kserve_type(config_type))
         tensor.set_data_from_numpy(row)
         tensors.append(tensor)
     return tensors
