@@ -82,3 +82,27 @@ def test_reduced_entries_are_served_with_answers_within_their_gates(precision_bu
                                 protocols=("grpc",), config_name=server.config_name)
     assert [r.model for r in rows] == REDUCED
     assert all(r.ok and r.checked and " gate: " in r.samples for r in rows), [r.samples for r in rows]
+
+
+def test_replace_makes_the_reduced_artifact_the_fp32_entrys_next_version(example_models, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(example_models / "price_two_inputs.h5", models / "price.h5")
+    (models / "price.yaml").write_text("precision: int8\nreplace: true\n")
+    repo = tmp_path / "repo"
+    results = build_repository(models, repo)
+    assert [(r.name, r.format, r.version, r.status) for r in results] == [("price", "onnx", 1, "OK"), ("price", "onnx-int8", 2, "OK")]
+    entry = json.loads((repo / "manifest.json").read_text())["models"]["price"]
+    assert entry["latest_version"] == 2 and entry["precision"] == "int8" and entry["versions"]["2"]["agreement"] == 1.0
+    assert read_samples(repo / "price" / "2" / "samples.npz").gate["precision"] == "int8"
+    assert read_samples(repo / "price" / "1" / "samples.npz").gate is None
+    assert [r.status for r in build_repository(models, repo)] == ["UNCHANGED"]  # a rebuild changes nothing
+
+
+def test_replace_needs_exactly_one_precision(example_models, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(example_models / "price_two_inputs.h5", models / "price.h5")
+    (models / "price.yaml").write_text("precision: [int8, fp16]\nreplace: true\n")
+    [result] = build_repository(models, tmp_path / "repo")
+    assert result.status == "FAILED" and "'replace: true' needs exactly one reduced 'precision'" in result.reason

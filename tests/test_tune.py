@@ -72,3 +72,22 @@ def test_a_budget_too_small_to_measure_is_refused(slow_config_repo):
 def test_a_server_that_refuses_model_control_is_named(slow_config_repo):
     with pytest.raises(TuneError, match="cannot be measured|cannot reach"):
         tune_model(slow_config_repo, "relu", TritonControl("127.0.0.1:1"), budget_s=30)
+
+
+@pytest.mark.slow
+def test_an_ensemble_is_tuned_with_its_steps_and_each_member_gets_the_variant(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    tiny_onnx(models / "rows.onnx")
+    (models / "rows.yaml").write_text("dynamic_batching: {max_queue_delay_microseconds: 20000, preferred_batch_size: [64]}\n"
+                                      "preprocess: {step: tabular}\n")
+    repo = tmp_path / "repo"
+    assert all(r.ok for r in build_repository(models, repo))
+    with serve(repo, control_mode="explicit", load_models=("rows", "rows_preprocess", "rows_ensemble"), recovery=False) as server:
+        result = tune_model(repo, "rows_ensemble", TritonControl(server.http_url), budget_s=30, latency_budget_ms=10)
+        assert len([m for m in result.measured if not m.error]) >= 3 and result.changed
+        assert server.model_states()[("rows_ensemble", "1")] == "READY"
+    variants = json.loads((repo / "manifest.json").read_text())["models"]
+    for member in ("rows", "rows_preprocess"):
+        assert configs.read_variant(repo / member, "cpu").dynamic_batching.max_queue_delay_microseconds < 20000
+        assert variants[member]["variants"]["cpu"]["tuned_through"] == "rows_ensemble"

@@ -87,6 +87,7 @@ class Sidecar:
     precisions: tuple[str, ...] = ()  # reduced-precision entries beside the FP32 one: int8, fp16
     calibration: Path | None = None  # INT8 calibration rows (npz), never the rows that judge the gate
     precision_gate: tuple[tuple[str, float], ...] = ()  # min_agreement / max_error overrides
+    replace_fp32: bool = False  # the one reduced precision becomes the FP32 entry's next version
 
 
 def _int(where: str, key: str, value: Any, minimum: int = 0) -> int:
@@ -187,12 +188,15 @@ def parse(raw: Any, where: str, base: Path, allowed: tuple[Path, ...] = ()) -> d
         "precision": lambda v: {"precisions": _precisions(where, v)},
         "calibration": lambda v: {"calibration": _samples(where, v, base, allowed, "calibration")},
         "precision_gate": lambda v: {"precision_gate": _gate(where, v)},
+        "replace": lambda v: {"replace_fp32": _bool(where, "replace", v)},
     }
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in parsers:
             raise BuildError(f"{where}: unknown key {show(key)} (allowed: {', '.join(parsers)})")
         values.update(parsers[key](value))
+    if values.get("replace_fp32") and len(values.get("precisions", ())) != 1:
+        raise BuildError(f"{where}: 'replace: true' needs exactly one reduced 'precision' (int8 or fp16) to replace FP32 with")
     return values
 
 

@@ -259,7 +259,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
                         {**record, "signature": entry_signature.describe(), "errors": _error_record(entry_errors)})
         results.append(BuildResult(entry.name, source.path.name, entry_kind, entry_kind, entry_signature,
                                    entry_version, "OK", errors=entry_errors))
-    for precision in precisions:
+    for precision in () if sidecar.replace_fp32 else precisions:
         gate_rows = reduced.gate_rows(adapter, model, signature, checked, sidecar)
         results.append(reduced.reduced_entry(source, precision, repo, manifest, version, fmt, adapter.neural, signature, gate_rows,
                                              sidecar, model_config, variants, labels if labels_output else None, settings,
@@ -271,6 +271,12 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     for name in variants:
         if name not in kept:
             recorded[name] = {"by": "build-repo"}
+    if sidecar.replace_fp32:  # the reduced artifact becomes this entry's next version, served as latest
+        [precision] = precisions
+        results.append(reduced.reduced_entry(source, precision, repo, manifest, version, fmt, adapter.neural, signature,
+                                             reduced.gate_rows(adapter, model, signature, checked, sidecar), sidecar,
+                                             model_config, variants, labels if labels_output else None, settings, release,
+                                             {**common, "framework": adapter.framework}, digest, replace_fp32=True))
     manifest.save()
     return results
 

@@ -41,21 +41,22 @@ def gate_rows(adapter, model, signature: Signature, checked, sidecar: Sidecar) -
 
 def reduced_entry(source, precision: str, repo: Path, manifest: Manifest, fp32_version: int, fmt, neural: bool,
                    signature: Signature, gate_rows: tuple[dict, dict], sidecar: Sidecar, fp32_config, fp32_variants: dict,
-                   labels, settings, release, common: dict, digest: str) -> BuildResult:
+                   labels, settings, release, common: dict, digest: str, replace_fp32: bool = False) -> BuildResult:
     """``<name>_<precision>``: the FP32 artifact at reduced precision, judged by its gate, as an entry of
-    its own beside the FP32 one. A failure fails this entry only, with the figures."""
-    name = f"{source.name}_{precision}"
+    its own beside the FP32 one; with ``replace_fp32``, the FP32 entry's next version instead. A
+    failure fails this entry (or version) only, with the figures."""
+    name = source.name if replace_fp32 else f"{source.name}_{precision}"
     started = time.perf_counter()
     try:
         why = precisions.refusal(signature, neural, fmt.name, precision)
         if why:
             raise BuildError(f"{source.path.name}: {why}")
-        if (repo / name).exists() and manifest.entry(name) is None:
+        if not replace_fp32 and (repo / name).exists() and manifest.entry(name) is None:
             raise BuildError(f"{repo / name} exists and was not built by tritonforge; refusing to touch it")
         spec = precisions.PRECISIONS[precision]
         gate = replace(spec.gate, **dict(sidecar.precision_gate))
         calibration, calibration_origin = _calibration_rows(source, sidecar, signature)
-        version = (versions(repo / name) or [0])[-1] + 1
+        version = (versions(repo / name) or [0])[-1] + 1  # with replace_fp32: right after the FP32 version
         fp32_artifact = repo / source.name / str(fp32_version) / fmt.filename
         with staging.staging(repo, name) as staged:
             version_dir = staged / str(version)
@@ -86,14 +87,18 @@ def reduced_entry(source, precision: str, repo: Path, manifest: Manifest, fp32_v
             write_model_files(staged, config, variants, {}, labels, rows, signature)
             ratio = precisions.speed_ratio(fp32_artifact, artifact, _batch_of(rows, 64))
             staging.install(repo, name, staged, version)
-        manifest.record(name, version, {**common, "format": fmt.name, "platform": fmt.platform, "precision": precision,
-                                        "of": source.name},
+        entry_facts = {**common, "format": fmt.name, "platform": fmt.platform, "precision": precision}
+        if not replace_fp32:
+            entry_facts["of"] = source.name
+        carried = {"ensemble": (manifest.latest(name) or {}).get("ensemble", [])} if replace_fp32 else {}
+        manifest.record(name, version, entry_facts,
                         {"fingerprint": digest, "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          "signature": signature.describe(), "precision": precision, **details,
                          "calibration": calibration_origin if "calibration_rows" in details else None,
                          "gate": gate.as_dict(), "agreement": verdict["agreement"], "error": verdict["error"],
-                         "speed_ratio_vs_fp32": round(ratio, 3), "tools": tool_versions()})
-        manifest.entry(name)["variants"] = {v: {"by": "build-repo"} for v in variants}
+                         "speed_ratio_vs_fp32": round(ratio, 3), "tools": tool_versions(), **carried})
+        if not replace_fp32:
+            manifest.entry(name)["variants"] = {v: {"by": "build-repo"} for v in variants}
         error = OutputError(verdict["worst"] or "-", verdict["error"], verdict["error"], 0.0, 0.0, True)
         return BuildResult(name, source.path.name, common["framework"], f"onnx-{precision}", signature, version, "OK",
                            errors=(error,), seconds=time.perf_counter() - started)

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from tritonforge.repository import config as config_file
 
     names = args.model or [m for m in model_folders(args.repo)
-                           if config_file.read(args.repo / m).platform != "ensemble" and config_file.read(args.repo / m).max_batch_size > 0]
+                           if config_file.read(args.repo / m).backend != "python" and config_file.read(args.repo / m).max_batch_size > 0]
     missing = [m for m in names if not (args.repo / m / "config.pbtxt").is_file()]
     if missing:
         print(f"tune-repo: no model {', '.join(missing)} in {args.repo}", file=sys.stderr)

@@ -62,6 +62,42 @@ class Candidate:
         return config
 
 
+@dataclass
+class Tunable:
+    """What one search tunes: a model, or an ensemble's steps and model together (an ensemble runs at
+    its slowest member). Requests go to ``endpoint``; ``members`` are the configs a candidate changes."""
+
+    endpoint: str
+    members: dict[str, mc.ModelConfig]
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.members) > 1 or self.endpoint not in self.members
+
+    def configs(self, candidate: Candidate) -> dict[str, mc.ModelConfig]:
+        out = {}
+        for name, base in self.members.items():
+            if self.is_ensemble:  # the ensemble's max_batch_size binds every member: keep it
+                candidate = replace(candidate, max_batch_size=base.max_batch_size)
+            member = candidate.apply(base)
+            if base.platform != ONNX:
+                member.parameters.pop("intra_op_thread_count", None)
+                member.parameters.pop("inter_op_thread_count", None)
+            out[name] = member
+        return out
+
+
+def tunable_of(repo: Path, model: str, target: str) -> Tunable:
+    def config_of(name: str) -> mc.ModelConfig:
+        return config_file.read_variant(Path(repo) / name, target) or config_file.read(Path(repo) / name)
+
+    base = config_of(model)
+    if base.platform != "ensemble":
+        return Tunable(model, {model: base})
+    members = {step.model_name: config_of(step.model_name) for step in base.ensemble_scheduling.step}
+    return Tunable(model, members)
+
+
 def candidate_of(config: mc.ModelConfig) -> Candidate:
     threads = config.parameters.get("intra_op_thread_count"), config.parameters.get("inter_op_thread_count")
     onnx = config.platform == ONNX
@@ -162,12 +198,14 @@ def _inputs(repo: Path, model: str) -> dict[str, np.ndarray]:
                          dtype=object).reshape(v.shape) if v.dtype.kind in "US" else v)[:1] for k, v in inputs.items()}
 
 
-def measure(server: "TritonControl", model: str, candidate: Candidate, base: mc.ModelConfig, inputs, *, seconds: float,
+def measure(server: "TritonControl", tunable: Tunable, candidate: Candidate, inputs, *, seconds: float,
             latency_budget_ms: float) -> Measured:
     """Load ``candidate`` and raise concurrency until throughput stops growing or p99 passes the budget."""
     result = Measured(candidate)
+    model = tunable.endpoint
     try:
-        server.load(model, candidate.apply(base))
+        for name, config in tunable.configs(candidate).items():
+            server.load(name, config)
     except TuneError as exc:
         result.error = f"failed to load: {exc}"
         return result
@@ -203,12 +241,12 @@ def tune_model(repo: Path, model: str, server: "TritonControl", *, target: str =
     started = time.monotonic()
     say = progress or (lambda _text: None)
     cores = cores or os.cpu_count() or 1
-    model_dir = Path(repo) / model
-    base = config_file.read_variant(model_dir, target) or config_file.read(model_dir)
-    if base.platform == "ensemble":
-        raise TuneError(f"{model}: an ensemble: tune its model and steps by name (tune-repo does not tune ensembles as one yet)")
-    if base.max_batch_size == 0 or not base.HasField("dynamic_batching"):
+    tunable = tunable_of(Path(repo), model, target)
+    main = next((c for c in tunable.members.values() if c.platform not in ("ensemble",) and c.backend != "python"),
+                next(iter(tunable.members.values())))
+    if any(c.max_batch_size == 0 or not c.HasField("dynamic_batching") for c in tunable.members.values()):
         raise TuneError(f"{model}: does not batch (max_batch_size 0 or no dynamic_batching): nothing to tune")
+    base = main
     inputs = _inputs(Path(repo), model)
     seconds = max(1.0, min(3.0, budget_s / 40))
     if budget_s < 6 * seconds * 2:
@@ -216,7 +254,7 @@ def tune_model(repo: Path, model: str, server: "TritonControl", *, target: str =
                         f"(each takes about {2 * seconds + 2:.0f} s or more); give at least {12 * seconds:.0f}")
     current = candidate_of(base)
     say(f"{model}: measuring the current config ({current.describe()})")
-    baseline = measure(server, model, current, base, inputs, seconds=seconds, latency_budget_ms=latency_budget_ms)
+    baseline = measure(server, tunable, current, inputs, seconds=seconds, latency_budget_ms=latency_budget_ms)
     if baseline.error and not baseline.points:
         raise TuneError(f"{model}: the current config cannot be measured: {baseline.error}")
     measured = [baseline]
@@ -227,21 +265,21 @@ def tune_model(repo: Path, model: str, server: "TritonControl", *, target: str =
             if time.monotonic() > deadline or any(m.candidate == candidate for m in measured):
                 continue
             say(f"{model}: trying {candidate.describe()}")
-            outcome = measure(server, model, candidate, base, inputs, seconds=seconds, latency_budget_ms=latency_budget_ms)
+            outcome = measure(server, tunable, candidate, inputs, seconds=seconds, latency_budget_ms=latency_budget_ms)
             measured.append(outcome)
             say(f"{model}:   " + (outcome.error or f"{outcome.throughput:,.0f} req/s at {outcome.concurrency} connections, "
                                                    f"p99 {outcome.p99_ms:.1f} ms"))
 
     run(coarse(current, cores))
     best = max(measured, key=lambda m: m.throughput)
-    run(neighbours(best.candidate, cores))
+    run([c for c in neighbours(best.candidate, cores) if not tunable.is_ensemble or c.max_batch_size == best.candidate.max_batch_size])
     best = max(measured, key=lambda m: m.throughput)
     # Noise must not churn configs: measure the best and the current again, and keep the current
     # unless the best still wins by the margin.
     changed, why = False, ""
     if best is not baseline:
-        again_best = measure(server, model, best.candidate, base, inputs, seconds=seconds, latency_budget_ms=latency_budget_ms)
-        again_current = measure(server, model, current, base, inputs, seconds=seconds, latency_budget_ms=latency_budget_ms)
+        again_best = measure(server, tunable, best.candidate, inputs, seconds=seconds, latency_budget_ms=latency_budget_ms)
+        again_current = measure(server, tunable, current, inputs, seconds=seconds, latency_budget_ms=latency_budget_ms)
         reference = max(baseline.throughput, again_current.throughput)
         if reference == 0:
             changed = min(best.throughput, again_best.throughput) > 0
@@ -256,14 +294,17 @@ def tune_model(repo: Path, model: str, server: "TritonControl", *, target: str =
     winner = best if changed else baseline
     written = None
     if changed:
-        written = _write(Path(repo), model, target, winner, base, baseline, budget_s, latency_budget_ms, write_config_pbtxt)
-    server.load(model, base if not changed else winner.candidate.apply(base))  # the server is left on what the files say
+        for name, config in tunable.configs(winner.candidate).items():
+            path = _write(Path(repo), name, target, config, winner, baseline, budget_s, latency_budget_ms, write_config_pbtxt,
+                          via=model if tunable.is_ensemble else None)
+            written = path if name == main.name or written is None else written
+    for name, config in (tunable.configs(winner.candidate) if changed else tunable.members).items():
+        server.load(name, config)  # the server is left on what the files say
     return TuneResult(model, target, baseline, measured, winner, changed, why, time.monotonic() - started, written)
 
 
-def _write(repo: Path, model: str, target: str, winner: Measured, base: mc.ModelConfig, baseline: Measured,
-           budget_s: float, latency_budget_ms: float, also_config_pbtxt: bool) -> Path:
-    config = winner.candidate.apply(base)
+def _write(repo: Path, model: str, target: str, config: mc.ModelConfig, winner: Measured, baseline: Measured,
+           budget_s: float, latency_budget_ms: float, also_config_pbtxt: bool, via: str | None = None) -> Path:
     path = repo / model / CONFIGS_DIR / f"{target}.pbtxt"
     path.parent.mkdir(exist_ok=True)
     config_file.write(path, config)  # atomic: a new file renamed into place
@@ -276,7 +317,7 @@ def _write(repo: Path, model: str, target: str, winner: Measured, base: mc.Model
         "candidate": winner.candidate.describe(),
         "throughput": round(winner.throughput, 1), "p50_ms": winner.p50_ms, "p99_ms": winner.p99_ms,
         "baseline_throughput": round(baseline.throughput, 1), "latency_budget_ms": latency_budget_ms,
-        "budget_s": budget_s,
+        "budget_s": budget_s, **({"tuned_through": via} if via else {}),
     })
     manifest.save()
     return path
