@@ -382,6 +382,9 @@ def write_inputs(folder: Path) -> list[Path]:
     iris = load_iris()
     rows = [",".join(f"{v:g}" for v in iris.data[i]) for i in IRIS_HELD_OUT]
     written.append(_write(folder / "iris_rows.csv", "\n".join(rows) + "\n"))  # setosa, versicolor, virginica
+    # The same flowers as rows of named fields (the booster's feature names, in its order).
+    named = [{name: float(v) for name, v in zip(IRIS_FEATURES, iris.data[i])} for i in IRIS_HELD_OUT]
+    written.append(_write(folder / "iris_rows.json", json.dumps(named, indent=1) + "\n"))
     images, labels = digit_images(28)
     held = np.flatnonzero(DIGITS_HELD_OUT)
     for digit in (0, 3, 7):
@@ -389,8 +392,12 @@ def write_inputs(folder: Path) -> list[Path]:
         buffer = io.BytesIO()
         Image.fromarray(images[index]).save(buffer, format="PNG")
         written.append(_write(folder / f"digit_{digit}.png", buffer.getvalue()))
-    customers, _ = churn_customers(200, seed=3)
-    records = [{"city": c, "age": float(a), "income": float(i)} for c, a, i in customers.head(3).itertuples(index=False)]
+    customers, _ = churn_customers(200, seed=3)  # the held-out customers
+    # The first of each corner of the rule: older elsewhere (stays), younger elsewhere (churns),
+    # older in nice (churns), younger in nice (stays).
+    young, nice = customers["age"] < 35, customers["city"] == "nice"
+    corners = [int(np.flatnonzero((young == y) & (nice == n))[0]) for n in (False, True) for y in (False, True)]
+    records = [{"city": c, "age": float(a), "income": float(i)} for c, a, i in customers.iloc[corners].itertuples(index=False)]
     written.append(_write(folder / "churn_rows.json", json.dumps(records, indent=1) + "\n"))
     # A raw-row CSV file for triton-infer starts with a header line, which it does not send.
     written.append(_write(folder / "churn_rows.csv", "city,age,income\n" + "".join(f"{r['city']},{r['age']:g},{r['income']:g}\n" for r in records)))
