@@ -81,3 +81,20 @@ def test_the_examples_load_with_no_kind_override(examples_server, built_examples
         _, overridden = examples_server.served_config(name)
         assert not overridden, name
         assert examples_server.model_states()[(name, "1")] == "READY"
+
+
+def test_the_cpu_backend_reads_the_graph_level_and_names_the_gpu_settings_it_ignores(policy_server):
+    from google.protobuf import json_format
+
+    from tritonforge.repository import config as configs
+
+    gpu = configs.read_variant(policy_server.repo / "cached", "gpu")
+    config, _ = policy_server.served_config("cached")
+    config.optimization.CopyFrom(gpu.optimization)  # TensorRT: a GPU-only setting
+    config.optimization.graph.level = -1  # basic graph optimisations
+    try:
+        policy_server.grpc_client().load_model("cached", config=json_format.MessageToJson(config))
+        assert _infer(policy_server.http_url, "cached", 2.0)[0] == 200
+        assert "model 'cached': serve-repo runs ONNX Runtime on the CPU and ignores tensorrt" in policy_server.log_tail(200)
+    finally:
+        policy_server.load("cached")

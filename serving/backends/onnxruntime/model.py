@@ -1,8 +1,9 @@
 """Triton Python-based backend for platform ``onnxruntime_onnx`` (CPU, ONNX Runtime).
 
 Serves ``<model>/<version>/model.onnx`` (or ``default_model_filename``) with the config checks
-of Triton's C++ ONNX Runtime backend and its thread parameters ``intra_op_thread_count`` and
-``inter_op_thread_count``.
+of Triton's C++ ONNX Runtime backend, its thread parameters ``intra_op_thread_count`` and
+``inter_op_thread_count`` and ``optimization.graph.level``; GPU-only settings (TensorRT, KIND_GPU)
+are named once in Triton's log and ignored.
 """
 import numpy as np
 
@@ -24,6 +25,23 @@ def _spec(node) -> TensorSpec:
     return artifact_tensor(node.name, _ORT_TYPES.get(node.type, node.type), dims)
 
 
+def _graph_levels():
+    import onnxruntime as ort
+
+    level = ort.GraphOptimizationLevel
+    return {-1: level.ORT_ENABLE_BASIC, 1: level.ORT_ENABLE_EXTENDED, 2: level.ORT_DISABLE_ALL}
+
+
+def gpu_only_settings(config: dict) -> str:
+    """The settings of a config that only a GPU uses, named for the one log line that says they are ignored."""
+    accelerators = ((config.get("optimization") or {}).get("execution_accelerators") or {})
+    names = [a.get("name", "?") for a in accelerators.get("gpu_execution_accelerator") or []]
+    names += [f"cpu accelerator {a.get('name', '?')}" for a in accelerators.get("cpu_execution_accelerator") or []]
+    if any(g.get("kind") == "KIND_GPU" for g in config.get("instance_group") or []):
+        names.append("KIND_GPU")
+    return ", ".join(names)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         import onnxruntime as ort
@@ -37,6 +55,10 @@ class TritonPythonModel:
                 options.intra_op_num_threads = int(intra)
             if inter is not None:
                 options.inter_op_num_threads = int(inter)
+            # optimization.graph.level as Triton's backend reads it: -1 basic, 1 extended, 2 none.
+            level = ((margs.config.get("optimization") or {}).get("graph") or {}).get("level")
+            if level is not None:
+                options.graph_optimization_level = _graph_levels().get(int(level), ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
             self.session = ort.InferenceSession(
                 margs.artifact("model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
             )
@@ -45,6 +67,13 @@ class TritonPythonModel:
             check_config(margs, inputs, outputs)
         except Exception as exc:
             raise refuse(exc) from None
+        ignored = gpu_only_settings(margs.config)
+        if ignored:  # once per model instance, in Triton's log
+            import triton_python_backend_utils as pb_utils
+
+            logger = getattr(pb_utils, "Logger", None)
+            if logger is not None:
+                logger.log_warn(f"model '{margs.name}': serve-repo runs ONNX Runtime on the CPU and ignores {ignored}")
         self.string_inputs = {t.name for t in inputs if t.dtype == STRING}
         self.output_names = [io["name"] for io in margs.outputs()]
         self.model = BatchedModel(margs, self._run)
