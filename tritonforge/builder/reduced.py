@@ -15,6 +15,7 @@ from ..converters import precision as precisions
 from ..converters.probe import one_line
 from ..errors import BuildError
 from ..repository import SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
+from ..repository.layout import CONFIGS_DIR
 from ..repository.manifest import Manifest
 from ..sidecar import Sidecar
 from ..verify import OutputError
@@ -84,7 +85,10 @@ def reduced_entry(source, precision: str, repo: Path, manifest: Manifest, fp32_v
                 variants[variant] = type(message)()
                 variants[variant].CopyFrom(message)
                 variants[variant].name = name
-            write_model_files(staged, config, variants, {}, labels, rows, signature)
+            # As the FP32 entry's next version, its configs stay what a later command (tune-repo) made them.
+            kept = {v: (repo / name / CONFIGS_DIR / f"{v}.pbtxt").read_text() for v in manifest.kept_variants(name)
+                    if (repo / name / CONFIGS_DIR / f"{v}.pbtxt").is_file()} if replace_fp32 else {}
+            write_model_files(staged, config, variants, kept, labels, rows, signature)
             ratio = precisions.speed_ratio(fp32_artifact, artifact, _batch_of(rows, 64))
             staging.install(repo, name, staged, version)
         entry_facts = {**common, "format": fmt.name, "platform": fmt.platform, "precision": precision}
