@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -259,8 +260,9 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
                         {**record, "signature": entry_signature.describe(), "errors": _error_record(entry_errors)})
         results.append(BuildResult(entry.name, source.path.name, entry_kind, entry_kind, entry_signature,
                                    entry_version, "OK", errors=entry_errors))
+    # The source model answers the gate rows once for every precision, and only for one that is not refused.
+    gate_rows = functools.cache(lambda: reduced.gate_rows(adapter, model, signature, checked, sidecar))
     for precision in () if sidecar.replace_fp32 else precisions:
-        gate_rows = reduced.gate_rows(adapter, model, signature, checked, sidecar)
         results.append(reduced.reduced_entry(source, precision, repo, manifest, version, fmt, adapter.neural, signature, gate_rows,
                                              sidecar, model_config, variants, labels if labels_output else None, settings,
                                              release, {**common, "framework": adapter.framework}, digest))
@@ -274,7 +276,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     if sidecar.replace_fp32:  # the reduced artifact becomes this entry's next version, served as latest
         [precision] = precisions
         results.append(reduced.reduced_entry(source, precision, repo, manifest, version, fmt, adapter.neural, signature,
-                                             reduced.gate_rows(adapter, model, signature, checked, sidecar), sidecar,
+                                             gate_rows, sidecar,
                                              model_config, variants, labels if labels_output else None, settings, release,
                                              {**common, "framework": adapter.framework}, digest, replace_fp32=True))
     manifest.save()

@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def gate_rows(adapter, model, signature: Signature, checked, sidecar: Sidecar) -
 
 
 def reduced_entry(source, precision: str, repo: Path, manifest: Manifest, fp32_version: int, fmt, neural: bool,
-                   signature: Signature, gate_rows: tuple[dict, dict], sidecar: Sidecar, fp32_config, fp32_variants: dict,
+                   signature: Signature, judged_rows: Callable[[], tuple[dict, dict]], sidecar: Sidecar, fp32_config, fp32_variants: dict,
                    labels, settings, release, common: dict, digest: str, replace_fp32: bool = False) -> BuildResult:
     """``<name>_<precision>``: the FP32 artifact at reduced precision, judged by its gate, as an entry of
     its own beside the FP32 one; with ``replace_fp32``, the FP32 entry's next version instead. A
@@ -65,7 +66,7 @@ def reduced_entry(source, precision: str, repo: Path, manifest: Manifest, fp32_v
             artifact = version_dir / fmt.filename
             details = spec.convert(fp32_artifact, artifact, calibration)
             # The gate rows are the verification rows (and more), never the calibration rows.
-            rows, expected = gate_rows
+            rows, expected = judged_rows()
             actual = fmt.runner(artifact)(rows)
             classifier_outputs = {settings.labels_output} if settings.labels_output else {
                 n for n, v in expected.items() if v.ndim == 2 and v.shape[1] > 1 and are_probabilities(v)}
