@@ -3,6 +3,7 @@ formatted by hand; the labels and warmup files a config names."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,79 @@ def warmup_bytes(row: np.ndarray) -> bytes:
             out += len(data).to_bytes(4, "little") + data
         return bytes(out)
     return np.ascontiguousarray(row).tobytes()
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which version folders Triton serves (a config's ``version_policy``)::
+
+        VersionPolicy("specific", versions=(1,)).served([1, 2])   # [1]
+        VersionPolicy("latest", count=2).served([1, 2, 3])        # [2, 3]
+        str(VersionPolicy("all"))                                 # 'all'
+    """
+
+    kind: str  # latest | specific | all
+    count: int = 1  # latest: how many of the highest versions
+    versions: tuple[int, ...] = ()  # specific: which ones
+
+    def served(self, on_disk: list[int]) -> list[int]:
+        """The versions Triton serves from those on disk under this policy."""
+        if self.kind == "all":
+            return sorted(on_disk)
+        if self.kind == "specific":
+            return [v for v in sorted(on_disk) if v in self.versions]
+        return sorted(on_disk)[-self.count:] if on_disk else []
+
+    def as_dict(self) -> dict:
+        return {"latest": {"kind": "latest", "count": self.count},
+                "specific": {"kind": "specific", "versions": list(self.versions)}}.get(self.kind, {"kind": self.kind})
+
+    def __str__(self) -> str:
+        if self.kind == "specific":
+            return "specific " + ",".join(map(str, self.versions))
+        return f"latest {self.count}" if self.kind == "latest" else self.kind
+
+
+def version_policy(config: mc.ModelConfig) -> VersionPolicy:
+    """The config's policy; a config that names none gets Triton's default, the latest version."""
+    which = config.version_policy.WhichOneof("policy_choice") if config.HasField("version_policy") else None
+    if which == "all":
+        return VersionPolicy("all")
+    if which == "specific":
+        return VersionPolicy("specific", versions=tuple(sorted(config.version_policy.specific.versions)))
+    if which == "latest":
+        return VersionPolicy("latest", count=config.version_policy.latest.num_versions or 1)
+    return VersionPolicy("latest")
+
+
+def with_version_policy(config: mc.ModelConfig, policy: VersionPolicy) -> mc.ModelConfig:
+    """A copy of ``config`` that serves ``policy``; nothing else changes."""
+    changed = mc.ModelConfig()
+    changed.CopyFrom(config)
+    changed.ClearField("version_policy")
+    if policy.kind == "all":
+        changed.version_policy.all.SetInParent()
+    elif policy.kind == "specific":
+        changed.version_policy.specific.versions.extend(policy.versions)
+    else:
+        changed.version_policy.latest.num_versions = policy.count
+    return changed
+
+
+def write_together(configs: dict[Path, mc.ModelConfig]) -> None:
+    """Write several config files as close to together as renames allow: every text is rendered and
+    written beside its file first (a config that does not render changes nothing), then each is
+    renamed into place, so a polling Triton sees each file whole, old or new."""
+    staged = []
+    try:
+        for path, config in configs.items():
+            path = Path(path)
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_text(render(config))
+            staged.append((temporary, path))
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        raise
+    for temporary, path in staged:
+        os.replace(temporary, path)

@@ -24,6 +24,14 @@ def versions(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"))
 
 
+def config_files(model_dir: Path) -> list[Path]:
+    """Every config file of a model: ``config.pbtxt``, then each ``configs/<name>.pbtxt`` variant
+    (what ``--model-config-name`` picks), so a setting that must hold wherever the model is served
+    is written to all of them."""
+    model_dir = Path(model_dir)
+    return [model_dir / CONFIG_FILE, *sorted((model_dir / CONFIGS_DIR).glob("*.pbtxt"))]
+
+
 def warmup_file(index: int) -> str:
     """The warmup data file of the index-th input, inside WARMUP_DIR."""
     return f"input_{index}"

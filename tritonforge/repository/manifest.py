@@ -59,3 +59,16 @@ class Manifest:
         """Variants of ``name`` that a command other than build-repo wrote."""
         entry = self.entry(name) or {}
         return {v: r for v, r in (entry.get("variants") or {}).items() if r.get("by") != "build-repo"}
+
+    def record_serving(self, name: str, record: dict[str, Any]) -> None:
+        """Say which versions ``name`` now serves (repo-versions: the policy, who, when, why);
+        the previous record goes to ``serving_history``, so every change is kept."""
+        entry = self.data["models"][name]
+        if "serving" in entry:
+            entry.setdefault("serving_history", []).append(entry["serving"])
+        entry["serving"] = record
+
+    def serving_history(self, name: str) -> list[dict[str, Any]]:
+        """Every serving change of ``name``, oldest first, the current one last."""
+        entry = self.entry(name) or {}
+        return [*entry.get("serving_history", []), *([entry["serving"]] if "serving" in entry else [])]
