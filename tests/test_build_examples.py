@@ -12,7 +12,7 @@ from tritonforge.converters.formats.onnx import signature_of
 from tritonforge.repository import SAMPLES_FILE
 from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS, EXAMPLE_STEPS
 
-FRAMEWORKS = {"churn_pipeline": "sklearn", "digits_cnn": "tensorflow", "house_price_xgb": "xgboost",
+FRAMEWORKS = {"cancer_keras": "tensorflow", "cancer_xgb": "xgboost", "churn_pipeline": "sklearn", "digits_cnn": "tensorflow", "house_price_xgb": "xgboost",
               "iris_xgb": "xgboost", "price_two_inputs": "tensorflow", "torch_cnn": "pytorch"}
 
 
