@@ -176,6 +176,26 @@ def test_the_listing_shows_versions_on_disk_what_is_served_and_the_history(repo,
     assert re.fullmatch(r"    \S+  \S+@\S+  latest 1 -> specific 1 \(serves 1\)  why: rollback", listing[-1])
 
 
+def test_the_listing_names_a_pin_that_a_later_build_replaced(repo, tmp_path, capsys):
+    """build-repo writes Triton's default policy (latest 1) with each new version it builds."""
+    import onnx
+    from onnx import numpy_helper
+
+    from tritonforge.builder import BuildOptions, build_repository
+
+    serve_versions(repo, "lin", "1", why="pinned")
+    onnx_linear(tmp_path / "models" / "lin.onnx")
+    model = onnx.load(str(tmp_path / "models" / "lin.onnx"))
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(WEIGHTS * 3, "W"))
+    onnx.save(model, str(tmp_path / "models" / "lin.onnx"))
+    build_repository(tmp_path / "models", repo, BuildOptions())
+
+    assert main([str(repo), "lin"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0] == "lin: serves 3 (policy latest 1)"
+    assert "  note: the last change recorded set specific 1; the configs now say latest 1 (a build of a new version writes the default, latest 1)" in listing
+
+
 def test_the_console_script_changes_and_refuses(repo):
     script = Path(sys.executable).parent / "repo-versions"
     done = subprocess.run([str(script), str(repo), "lin", "--serve", "all", "--why", "both"], capture_output=True, text=True, timeout=60)
