@@ -71,7 +71,7 @@ class Registry:
             held = probe.unpickle()  # refuses unless allowed and named as a pickle
             what = f"{type(held).__module__}.{type(held).__qualname__}"
             raise BuildError(f"{probe.path.name}: is a pickle of a {what}, not a model any adapter takes "
-                             "(a scikit-learn estimator, an XGBoost model or a torch nn.Module)")
+                             "(a scikit-learn estimator, an XGBoost or LightGBM model or a torch nn.Module)")
         kind = "folder" if probe.path.is_dir() else "file"
         expected = SUFFIX_FRAMEWORKS.get(probe.suffix)
         if expected and not probe.path.is_dir():

@@ -2,7 +2,7 @@
 
 Every key is optional::
 
-    format: onnx                 # onnx (default) | torchscript (PyTorch) | savedmodel (TensorFlow)
+    format: onnx                 # onnx (default) | torchscript (PyTorch) | savedmodel (TensorFlow) | fil (trees)
     device: auto                 # auto (GPU for neural networks, CPU for trees) | cpu | gpu
     instances: 1                 # model instances per device
     inputs:                      # names, shapes (-1 = dynamic batch) and dtypes where the file has none
@@ -35,7 +35,7 @@ from .errors import BuildError
 
 FOLDER_SIDECAR = "tritonforge.yaml"
 SIDECAR_SUFFIXES = (".yaml", ".yml")
-FORMATS = ("onnx", "torchscript", "savedmodel")
+FORMATS = ("onnx", "torchscript", "savedmodel", "fil")
 MAX_SIDECAR_BYTES = 1 << 20  # a sidecar is a few settings; anything larger is a mistake or an attack
 MAX_NESTING = 16
 

@@ -1,12 +1,14 @@
 """One adapter per framework, listed once in :data:`ADAPTERS`, in detection order.
 
 Order matters only for detection: the ONNX and Keras checks are cheap and certain; pickle-based
-files are tried last, after every adapter that recognises a file by its bytes.
+files are tried last, after every adapter that recognises a file by its bytes; LightGBM's
+scikit-learn wrappers are estimators too, so LightGBM comes before scikit-learn.
 """
 from .keras import KerasAdapter
+from .lightgbm import LightGBMAdapter
 from .onnx_file import OnnxAdapter
 from .sklearn import SklearnAdapter
 from .torch import TorchAdapter
 from .xgboost import XGBoostAdapter
 
-ADAPTERS = (OnnxAdapter(), KerasAdapter(), TorchAdapter(), XGBoostAdapter(), SklearnAdapter())
+ADAPTERS = (OnnxAdapter(), KerasAdapter(), TorchAdapter(), XGBoostAdapter(), LightGBMAdapter(), SklearnAdapter())

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.base import is_classifier
 
 from tritonforge.errors import BuildError
+from ..formats import fil
 from ..formats.onnx import save_single_file
 from ..probe import FileProbe, one_line
 from tritonforge.sidecar import Sidecar
@@ -26,7 +27,8 @@ ML_OPSET = 3
 
 class SklearnAdapter(AdapterBase):
     framework = "sklearn"
-    formats = ("onnx",)
+    formats = ("onnx", "fil")
+    fil_model_type = "treelite_checkpoint"
     neural = False
 
     def detect(self, probe: FileProbe) -> bool:
@@ -48,6 +50,12 @@ class SklearnAdapter(AdapterBase):
         return model
 
     def convert(self, model: Any, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
+        if fmt == "fil":
+            write_treelite_checkpoint(model, dest)
+            return None
+        return self._convert_onnx(model, sidecar, dest)
+
+    def _convert_onnx(self, model: Any, sidecar: Sidecar, dest: Path) -> Signature | None:
         from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
@@ -79,6 +87,10 @@ class SklearnAdapter(AdapterBase):
         return None
 
     def reference(self, model: Any, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
+        if fil.is_fil(signature):  # one float matrix, columns in the order the forest was fitted on
+            features = _named_columns(model, inputs[fil.INPUT])
+            scores = model.predict_proba(features) if is_classifier(model) else model.predict(features)
+            return {fil.OUTPUT: fil.as_fil_output(scores, len(features), is_classifier(model))}
         features = _frame(model, inputs)
         names = [spec.name for spec in signature.outputs]
         if len(names) == 2 and hasattr(model, "predict"):
@@ -170,3 +182,35 @@ def _frame(model: Any, inputs: dict[str, np.ndarray]):
 
     return pd.DataFrame({name: inputs[name][:, 0] for name in columns})
 
+
+
+# Forests Treelite's scikit-learn importer reads (treelite.sklearn.import_model).
+TREELITE_FORESTS = ("RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor",
+                    "GradientBoostingClassifier", "GradientBoostingRegressor", "HistGradientBoostingClassifier",
+                    "HistGradientBoostingRegressor")
+
+
+def write_treelite_checkpoint(model: Any, dest: Path) -> None:
+    """A forest as a Treelite checkpoint, which FIL loads (``model_type: treelite_checkpoint``)."""
+    import treelite
+
+    name = type(model).__name__
+    if name not in TREELITE_FORESTS:
+        what = "a Pipeline; give FIL the forest alone" if hasattr(model, "steps") else f"a {name}"
+        raise BuildError(f"format fil: FIL serves tree ensembles ({', '.join(TREELITE_FORESTS)}); this is {what} "
+                         "(build it as onnx)")
+    if getattr(model, "n_outputs_", 1) > 1:
+        raise BuildError(f"format fil: a {model.n_outputs_}-output {name}; FIL serves one target")
+    try:
+        treelite.sklearn.import_model(model).serialize(str(dest))
+    except Exception as exc:
+        raise BuildError(f"format fil: Treelite {treelite.__version__} cannot import this {name}: {one_line(exc)}") from None
+
+
+def _named_columns(model: Any, rows: np.ndarray):
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return rows
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(names))

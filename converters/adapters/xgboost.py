@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tritonforge.errors import BuildError
+from ..formats import fil
 from ..formats.onnx import save_single_file
 from ..probe import FileProbe, one_line
 from tritonforge.sidecar import Sidecar
@@ -20,6 +21,10 @@ MISSING_SHARE = 0.1
 ONNXMLTOOLS_MAX_OPSET = 15  # onnxmltools 1.16's XGBoost converter refuses newer ai.onnx opsets  # sample rows get some NaN, since boosters route missing values
 
 
+CLASSIFIER_OBJECTIVES = ("binary:logistic", "multi:softprob")
+CATEGORY_CODES = 8  # sample codes per categorical feature whose categories the booster does not record
+
+
 @dataclass
 class XGBoostSource:
     booster: Any
@@ -27,11 +32,41 @@ class XGBoostSource:
     num_class: int
     num_target: int
     num_features: int
+    categories: dict[int, list]  # feature index -> the categories it was trained on, in code order
+
+    @property
+    def categorical(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.booster.feature_types or []) if t == "c")
+
+
+def recorded_categories(model_json: dict) -> dict[int, list]:
+    """XGBoost 3 keeps the categories of a DataFrame's categorical columns in the model ("cats"),
+    to re-code them at predict time; code i is the i-th category."""
+    cats = model_json["learner"]["gradient_booster"]["model"].get("cats") or {}
+    found = {}
+    for index, enc in enumerate(cats.get("enc") or []):
+        values = enc.get("values") or []
+        offsets = enc.get("offsets")
+        if offsets:
+            found[index] = [bytes(values[a:b]).decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+        elif values:
+            found[index] = list(values)
+    return found
+
+
+def without_categories(model_json: dict) -> dict:
+    """The model with its recorded categories dropped: it then takes category codes, as FIL does
+    (Treelite refuses a model that carries them)."""
+    model = model_json["learner"]["gradient_booster"]["model"]
+    if "cats" in model:
+        model["cats"] = {"enc": [], "feature_segments": [], "sorted_idx": []}
+    return model_json
 
 
 class XGBoostAdapter(AdapterBase):
     framework = "xgboost"
-    formats = ("onnx",)
+    formats = ("onnx", "fil")
+    fil_model_type = "xgboost_json"
     neural = False
     accepts_missing = True
 
@@ -59,21 +94,39 @@ class XGBoostAdapter(AdapterBase):
                 raise BuildError(f"{probe.path.name}: XGBoost cannot load it ({one_line(exc)})") from None
         config = json.loads(booster.save_config())["learner"]
         params = config["learner_model_param"]
+        categories = recorded_categories(json.loads(booster.save_raw("json"))) if "c" in (booster.feature_types or []) else {}
         return XGBoostSource(
             booster=booster,
             objective=config["objective"]["name"],
             num_class=int(params.get("num_class", 0)),
             num_target=int(params.get("num_target", 1)),
             num_features=booster.num_features(),
+            categories=categories,
         )
 
     def convert(self, model: XGBoostSource, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
+        if fmt == "fil":
+            return self._write_fil(model, dest)
+        return self._convert_onnx(model, sidecar, dest)
+
+    def _write_fil(self, model: XGBoostSource, dest: Path) -> None:
+        if model.objective == "multi:softmax":
+            raise BuildError("format fil: a multi:softmax booster answers class indices, FIL probabilities; "
+                             "retrain with multi:softprob (the same trees) or build it as onnx")
+        if model.num_target > 1:
+            raise BuildError(f"format fil: a {model.num_target}-target booster; FIL serves one target")
+        # JSON, which every FIL release reads (UBJSON only from 24.x on); categories travel as codes.
+        dest.write_text(json.dumps(without_categories(json.loads(model.booster.save_raw("json")))))
+        return None
+
+    def _convert_onnx(self, model: XGBoostSource, sidecar: Sidecar, dest: Path) -> Signature | None:
         from onnxmltools import convert_xgboost
         from onnxmltools.convert.common.data_types import FloatTensorType
 
-        if any(t == "c" for t in (model.booster.feature_types or [])):
+        if model.categorical:
             raise BuildError("the booster uses categorical features (enable_categorical), which onnxmltools "
-                             "cannot convert; one-hot or ordinal encode them before training")
+                             "cannot convert; build it with --format fil (FIL takes category codes), or one-hot "
+                             "or ordinal encode them before training")
         booster = model.booster.copy()
         # onnxmltools refuses feature names not of the form f0, f1...
         booster.feature_names = None
@@ -94,8 +147,9 @@ class XGBoostAdapter(AdapterBase):
         import xgboost as xgb
 
         rows = next(iter(inputs.values()))
-        data = xgb.DMatrix(rows, missing=np.nan, feature_names=model.booster.feature_names)
-        predicted = model.booster.predict(data)
+        predicted = model.booster.predict(_dmatrix(model, rows))
+        if fil.is_fil(signature):
+            return {fil.OUTPUT: fil.as_fil_output(predicted, len(rows), model.objective in CLASSIFIER_OBJECTIVES)}
         names = [spec.name for spec in signature.outputs]
         if len(names) == 2:  # classifier: label and probabilities
             if predicted.ndim == 1:  # binary objectives give P(class 1)
@@ -105,6 +159,9 @@ class XGBoostAdapter(AdapterBase):
 
     def sample_inputs(self, model: XGBoostSource, signature: Signature, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         values = rng.random((rows, model.num_features)).astype(np.float32)
+        for index in model.categorical:  # codes of the categories the booster knows
+            known = len(model.categories.get(index, ())) or CATEGORY_CODES
+            values[:, index] = rng.integers(0, known, rows)
         values[rng.random(values.shape) < MISSING_SHARE] = np.nan
         return {signature.inputs[0].name: values}
 
@@ -116,3 +173,25 @@ class XGBoostAdapter(AdapterBase):
             return " (onnxmltools is known to give wrong numbers for multi-target XGBoost regressors)"
         return ""
 
+
+
+def _dmatrix(model: XGBoostSource, rows: np.ndarray):
+    """The rows as the booster reads them: category codes become its own categories again."""
+    import xgboost as xgb
+
+    if not model.categorical:
+        return xgb.DMatrix(rows, missing=np.nan, feature_names=model.booster.feature_names)
+    if not model.categories:  # trained on codes: it takes codes
+        return xgb.DMatrix(rows, missing=np.nan, feature_names=model.booster.feature_names,
+                           feature_types=model.booster.feature_types, enable_categorical=True)
+    import pandas as pd
+
+    names = model.booster.feature_names or [f"f{i}" for i in range(rows.shape[1])]
+    columns = {}
+    for index, name in enumerate(names):
+        if index in model.categories:
+            codes = np.where(np.isnan(rows[:, index]), -1, rows[:, index]).astype(np.int64)
+            columns[name] = pd.Categorical.from_codes(codes, categories=model.categories[index])
+        else:
+            columns[name] = rows[:, index]
+    return xgb.DMatrix(pd.DataFrame(columns), missing=np.nan, enable_categorical=True)

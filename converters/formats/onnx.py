@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonforge.errors import BuildError
+from .base import FormatDefaults
 from tritonforge.repository import DYNAMIC, Signature, TensorSpec
 
 # ONNX Runtime in the NGC 24.10 image (1.19) reads IR version 10 at most.
@@ -71,7 +72,7 @@ def as_onnx_strings(value: np.ndarray) -> np.ndarray:
     return value
 
 
-class OnnxFormat:
+class OnnxFormat(FormatDefaults):
     name = "onnx"
     platform = "onnxruntime_onnx"
     filename = "model.onnx"

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonforge.errors import BuildError
+from .base import FormatDefaults
 from tritonforge.repository import DYNAMIC, Signature, TensorSpec
 
 
@@ -24,7 +25,7 @@ def _serving_signature(path: Path):
     return loaded, loaded.signatures["serving_default"]
 
 
-class SavedModelFormat:
+class SavedModelFormat(FormatDefaults):
     name = "savedmodel"
     platform = "tensorflow_savedmodel"
     filename = "model.savedmodel"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonforge.errors import BuildError
+from .base import FormatDefaults
 from tritonforge.repository import Signature
 
 
@@ -21,7 +22,7 @@ def output_name(index: int) -> str:
     return f"OUTPUT__{index}"
 
 
-class TorchScriptFormat:
+class TorchScriptFormat(FormatDefaults):
     name = "torchscript"
     platform = "pytorch_libtorch"
     filename = "model.pt"

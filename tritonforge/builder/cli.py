@@ -19,7 +19,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("models", type=Path, help="folder of models: one file or folder per model, optional <name>.yaml sidecars")
     p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository"), help="output model repository")
     p.add_argument("--format", choices=FORMATS, default=None,
-                   help="target format where the framework supports it (torchscript: PyTorch, savedmodel: TensorFlow); ONNX otherwise")
+                   help="target format where the framework supports it (torchscript: PyTorch, savedmodel: TensorFlow, "
+                        "fil: XGBoost, LightGBM, scikit-learn forests); ONNX otherwise")
     p.add_argument("--device", choices=DEVICES, default="auto", help="instance kind: auto = GPU for neural networks, CPU for trees")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle-based files (.pkl, .joblib, torch.save); this runs their code")
     p.add_argument("--allow-outside", action="append", type=Path, default=[], metavar="PATH",

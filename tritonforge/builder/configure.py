@@ -20,6 +20,7 @@ from ..repository.layout import LABELS_FILE, warmup_file
 from .releases import TritonRelease
 
 ONNX_PLATFORM = "onnxruntime_onnx"
+FIL_BACKEND = "fil"
 # TensorRT writes its engines here, inside the container: a read-only repository mount is not
 # written to, and a restart on the same node reuses them.
 TRT_CACHE_ROOT = "/tmp/tritonforge-trt-cache"
@@ -73,12 +74,17 @@ def _tensor(message, spec: TensorSpec, batched: bool) -> None:
         message.reshape.SetInParent()
 
 
-def build_config(name: str, platform: str, signature: Signature, settings: ServingSettings) -> mc.ModelConfig:
+def build_config(name: str, platform: str, signature: Signature, settings: ServingSettings, *,
+                 backend: str = "", parameters: dict[str, str] | None = None) -> mc.ModelConfig:
     """The portable config: loads unchanged on a GPU host and on a CPU-only host. A model that
     belongs on a GPU gets KIND_AUTO (a GPU where there is one, else the CPU: a CPU-only Triton
-    refuses KIND_GPU at load); one that belongs on the CPU gets KIND_CPU."""
+    refuses KIND_GPU at load); one that belongs on the CPU gets KIND_CPU. ``backend`` names the
+    backend of a format that has no platform (FIL), ``parameters`` what its backend reads on any host."""
     batched = settings.max_batch_size > 0 and signature.batched
-    config = mc.ModelConfig(name=name, platform=platform, max_batch_size=settings.max_batch_size if batched else 0)
+    config = mc.ModelConfig(name=name, platform=platform, backend=backend,
+                            max_batch_size=settings.max_batch_size if batched else 0)
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = value
     for spec in signature.inputs:
         _tensor(config.input.add(), spec, batched)
     for spec in signature.outputs:
@@ -137,7 +143,7 @@ def _default_preferred(max_batch_size: int) -> tuple[int, ...]:
 def gpu_variant(config: mc.ModelConfig, signature: Signature, settings: ServingSettings, release: TritonRelease) -> mc.ModelConfig:
     """``configs/gpu.pbtxt``: KIND_GPU for models that belong there; for ONNX, ONNX Runtime's
     TensorRT accelerator with an engine cache outside the repository, and a warmup at the largest
-    batch, since TensorRT builds its engine on first use."""
+    batch, since TensorRT builds its engine on first use; for FIL, the GPU settings of the release."""
     variant = mc.ModelConfig()
     variant.CopyFrom(config)
     if settings.kind != "gpu":
@@ -159,6 +165,9 @@ def gpu_variant(config: mc.ModelConfig, signature: Signature, settings: ServingS
             trt.parameters[key] = value
         if settings.warmup and variant.max_batch_size > 0:
             _warmup(variant, signature, batch_size=variant.max_batch_size)
+    elif variant.backend == FIL_BACKEND:
+        for key, value in release.rules.fil_gpu_parameters:
+            variant.parameters[key].string_value = value
     return variant
 
 

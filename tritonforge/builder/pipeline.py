@@ -172,7 +172,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     fmt = converters.FORMATS[fmt_name]
     release.refuse_unservable(fmt.platform)
     kind = sidecar.device or options.device
-    kind = ("gpu" if adapter.neural else "cpu") if kind == "auto" else kind
+    kind = ("gpu" if adapter.neural or fmt.prefers_gpu else "cpu") if kind == "auto" else kind
     settings_key = {"format": fmt_name, "kind": kind, "max_batch_size": options.max_batch_size,
                     "warmup": options.warmup, "triton": release.name, "tritonforge": 2}
     precisions = tuple(dict.fromkeys(sidecar.precisions + options.precisions))
@@ -194,7 +194,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
     with staging.staging(repo, source.name) as staged:
         version_dir = staged / str(version)
         version_dir.mkdir()
-        artifact = version_dir / fmt.filename
+        artifact = version_dir / fmt.artifact_name(adapter)
         declared = adapter.convert(model, sidecar, fmt_name, artifact)
         signature = fmt.read_signature(artifact, declared)
         checked = _verify(source, adapter, model, fmt, artifact, signature, sidecar)
@@ -222,7 +222,8 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
             graph_level=sidecar.graph_level,
             openvino=sidecar.openvino,
         )
-        model_config = configure.build_config(source.name, fmt.platform, signature, settings)
+        model_config = configure.build_config(source.name, fmt.platform, signature, settings, backend=fmt.backend,
+                                              parameters=fmt.config_parameters(artifact, release.rules))
         variants = configure.variants(model_config, signature, settings, release)
         kept = {name: (repo / source.name / CONFIGS_DIR / f"{name}.pbtxt").read_text()
                 for name in manifest.kept_variants(source.name) if (repo / source.name / CONFIGS_DIR / f"{name}.pbtxt").is_file()}
@@ -267,7 +268,8 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
                                              sidecar, model_config, variants, labels if labels_output else None, settings,
                                              release, {**common, "framework": adapter.framework}, digest))
     reduced_names = [r.name for r in results if r.status == "OK" and r.name.endswith(tuple(f"_{p}" for p in precisions))]
-    manifest.record(source.name, version, {**common, "framework": adapter.framework, "format": fmt_name, "platform": fmt.platform},
+    manifest.record(source.name, version, {**common, "framework": adapter.framework, "format": fmt_name,
+                                           "platform": fmt.platform or fmt.backend},
                     {**record, "ensemble": [e.name for e in entries], "reduced": reduced_names})
     recorded = manifest.entry(source.name).setdefault("variants", {})
     for name in variants:
@@ -312,6 +314,12 @@ def _verify(source: ModelSource, adapter, model, fmt, artifact: Path, signature:
     if not all(e.ok for e in errors):
         raise BuildError(f"{source.path.name}: {fmt.name} artifact does not match {adapter.framework}: "
                          f"{verify.describe_mismatch(errors)}{adapter.mismatch_hint(model)}")
+    for checker, run in fmt.cross_checks(artifact):  # a second reader of the artifact, as its server reads it
+        cross = verify.compare(signature, expected, run(samples), atol, rtol)
+        if not all(e.ok for e in cross):
+            raise BuildError(f"{source.path.name}: {fmt.name} artifact read by {checker} does not match {adapter.framework}: "
+                             f"{verify.describe_mismatch(cross)}")
+        errors = tuple(max(pair, key=lambda e: e.max_abs) for pair in zip(errors, cross))
     expected = {spec.name: expected[spec.name] for spec in signature.outputs}
     return Verified(samples, expected, errors, atol, rtol, run_artifact)
 

@@ -24,24 +24,45 @@ class ReleaseRules:
     ort_tensorrt_keys: tuple[str, ...]  # gpu_execution_accelerator "tensorrt" parameters of the ONNX Runtime backend
     ort_openvino: bool  # cpu_execution_accelerator "openvino" of the ONNX Runtime backend
     ort_cuda_graphs: bool  # "trt_cuda_graph_enable" in the tensorrt accelerator
+    fil_classifier_key: str  # the FIL backend's classifier/regressor switch
+    fil_gpu_parameters: tuple[tuple[str, str], ...]  # FIL's GPU-only settings, written in configs/gpu.pbtxt
     source: str  # the documentation this row follows
 
 
 _BASE_TRT_KEYS = ("precision_mode", "max_workspace_size_bytes", "trt_engine_cache_enable", "trt_engine_cache_path")
+# FIL's documented defaults (fil_backend docs/model_config.md at 06d9fb7ae89aa17be5f7e0867e1537950d01974f, the
+# r24.x text: "algo", "storage_type", "threads_per_tree" are GPU only), written out so tune-repo and readers see them.
+_FIL_LEGACY_GPU = (("algo", "ALGO_AUTO"), ("storage_type", "AUTO"), ("threads_per_tree", "1"))
+# 25.09's FIL (cuML's new forest inference) reads "layout" (depth_first, breadth_first, layered_children_together:
+# libcuml fil/tree_layout.hpp) and "chunk_size"; the old keys are gone. chunk_size is left to FIL, which picks it.
+_FIL_NEW_GPU = (("layout", "depth_first"),)
+_FIL_LEGACY_SOURCE = ("fil_backend docs/model_config.md (06d9fb7ae89aa17be5f7e0867e1537950d01974f): output_class, predict_proba, "
+                      "algo/storage_type/threads_per_tree GPU only")
 
 RULES = (
     ReleaseRules(
         since=(24, 10), tensorflow=True, ort_tensorrt_keys=_BASE_TRT_KEYS, ort_openvino=True, ort_cuda_graphs=False,
-        source=("triton-inference-server/onnxruntime_backend r24.10 (17e5cb23a6fbeb37282eb7079dd0b580cd79530d) README.md, "
+        fil_classifier_key="output_class", fil_gpu_parameters=_FIL_LEGACY_GPU,
+        source=(_FIL_LEGACY_SOURCE + "; "
+                "triton-inference-server/onnxruntime_backend r24.10 (17e5cb23a6fbeb37282eb7079dd0b580cd79530d) README.md, "
                 "'ONNX Runtime with TensorRT optimization', 'ONNX Runtime with OpenVINO optimization', 'Other Optimization "
                 "Options'; CUDA graphs not emitted: trt_cuda_graph_enable is not verifiable for this tag here"),
     ),
     ReleaseRules(
         since=(25, 3), tensorflow=False, ort_tensorrt_keys=_BASE_TRT_KEYS, ort_openvino=False, ort_cuda_graphs=True,
-        source=("triton-inference-server/onnxruntime_backend README.md at 013d274504599ff36f0a9518322adb5b760c03d1 "
+        fil_classifier_key="output_class", fil_gpu_parameters=_FIL_LEGACY_GPU,
+        source=(_FIL_LEGACY_SOURCE + "; "
+                "triton-inference-server/onnxruntime_backend README.md at 013d274504599ff36f0a9518322adb5b760c03d1 "
                 "(parameter mapping lists trt_cuda_graph_enable); the TensorFlow backend is deprecated in 25.03 and absent "
                 "after; OpenVINO not offered: server tools/build/build_presets.example.json builds the ONNX Runtime backend "
                 "with TRITON_ENABLE_ONNXRUNTIME_OPENVINO OFF"),
+    ),
+    ReleaseRules(
+        since=(25, 9), tensorflow=False, ort_tensorrt_keys=_BASE_TRT_KEYS, ort_openvino=False, ort_cuda_graphs=True,
+        fil_classifier_key="is_classifier", fil_gpu_parameters=_FIL_NEW_GPU,
+        source=("fil_backend docs/model_config.md as published for 25.09 (docs.nvidia.com user-guide fil_backend "
+                "model_config.html): is_classifier replaces output_class; algo, storage_type and threads_per_tree are gone, "
+                "layout and chunk_size are new; the ONNX Runtime rules are 25.03's"),
     ),
 )
 
