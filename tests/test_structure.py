@@ -27,7 +27,7 @@ LAYERS = [
     {"tritonforge.sidecar", "tritonforge.verify"},
     {"tritonforge.converters", "tritonforge.ensembles", "tritonforge.clients"},
     {"tritonforge.builder", "tritonforge.serving", "tritonforge.loadtests"},
-    {"tritonforge.tuning", "tritonforge.versions"},
+    {"tritonforge.tuning", "tritonforge.versions", "tritonforge.comparing"},
 ]
 
 
