@@ -54,12 +54,18 @@ def recorded_categories(model_json: dict) -> dict[int, list]:
     return found
 
 
-def without_categories(model_json: dict) -> dict:
-    """The model with its recorded categories dropped: it then takes category codes, as FIL does
-    (Treelite refuses a model that carries them)."""
+def for_fil(model_json: dict) -> dict:
+    """The model in the JSON dialect the Treelite inside FIL reads (checked with Treelite 4.3, the
+    oldest FIL release targeted; XGBoost 3.2 still loads it): no recorded categories, so it takes
+    category codes as FIL does, and a scalar ``base_score`` where XGBoost 3.1+ writes a vector."""
     model = model_json["learner"]["gradient_booster"]["model"]
-    if "cats" in model:
-        model["cats"] = {"enc": [], "feature_segments": [], "sorted_idx": []}
+    model.pop("cats", None)
+    params = model_json["learner"]["learner_model_param"]
+    scores = {float(v) for v in str(params["base_score"]).strip("[]").split(",")}
+    if len(scores) > 1:
+        raise BuildError("format fil: the booster has one intercept per class or target (XGBoost 3.1+), which the "
+                         "Treelite inside FIL cannot read; build it as onnx")
+    params["base_score"] = repr(scores.pop())
     return model_json
 
 
@@ -116,7 +122,7 @@ class XGBoostAdapter(AdapterBase):
         if model.num_target > 1:
             raise BuildError(f"format fil: a {model.num_target}-target booster; FIL serves one target")
         # JSON, which every FIL release reads (UBJSON only from 24.x on); categories travel as codes.
-        dest.write_text(json.dumps(without_categories(json.loads(model.booster.save_raw("json")))))
+        dest.write_text(json.dumps(for_fil(json.loads(model.booster.save_raw("json")))))
         return None
 
     def _convert_onnx(self, model: XGBoostSource, sidecar: Sidecar, dest: Path) -> Signature | None:
