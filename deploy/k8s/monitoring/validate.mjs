@@ -1,12 +1,14 @@
 // Validates Prometheus Operator resources (PodMonitor, ...) against the CRD schemas shipped in
 // the npm package @kubernetes-models/prometheus-operator, offline: kubernetes-validate knows only
 // the built-in kinds. Input: a JSON array of resources on stdin. Exit 1 on any error or unknown kind.
-// Usage: node deploy/k8s/monitoring/validate.mjs NODE_MODULES_DIR < resources.json
+// Usage: node deploy/k8s/monitoring/validate.mjs NODE_MODULES_DIR [PACKAGE] < resources.json
+// PACKAGE: another @kubernetes-models package of CRD models, e.g. @kubernetes-models/gateway-api
+// (the Gateway API resources of deploy/canary/).
 import { readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
-const pkg = path.resolve(process.argv[2] ?? "node_modules", "@kubernetes-models/prometheus-operator");
+const pkg = path.resolve(process.argv[2] ?? "node_modules", process.argv[3] ?? "@kubernetes-models/prometheus-operator");
 const docs = JSON.parse(readFileSync(0, "utf8"));
 let failed = 0;
 for (const doc of docs) {
