@@ -142,7 +142,7 @@ def _xgboost(path: Path):
 def _lightgbm(path: Path):
     import lightgbm as lgb
 
-    booster = lgb.Booster(model_file=str(path), params={"num_threads": 1})
+    booster = lgb.Booster(model_file=str(path))
     return lambda rows: booster.predict(rows, num_threads=1)
 
 

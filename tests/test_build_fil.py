@@ -1,0 +1,244 @@
+"""The FIL target: tree models as their own files under ``backend: "fil"``, with the config keys of
+the targeted release, verified against the source library and Treelite, served by serve-repo's
+FIL stand-in and checked by check-repo over HTTP and gRPC."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from test_build_hostile import tiny_onnx
+from tritonforge.builder import BuildOptions, build_repository
+from tritonforge.builder.releases import parse_release
+from tritonforge.converters.formats import fil
+from tritonforge.repository import config as configs
+from tritonforge.repository import read_samples
+
+# name -> (framework, FIL file, classes: 0 for a regressor)
+FOREST_MODELS = {
+    "xgb_binary": ("xgboost", "xgboost.json", 2),
+    "xgb_multi": ("xgboost", "xgboost.json", 3),
+    "xgb_regression": ("xgboost", "xgboost.json", 0),
+    "xgb_categorical": ("xgboost", "xgboost.json", 0),
+    "lgb_binary": ("lightgbm", "model.txt", 2),
+    "lgb_multi": ("lightgbm", "model.txt", 3),
+    "lgb_regression": ("lightgbm", "model.txt", 0),
+    "lgb_categorical": ("lightgbm", "model.txt", 0),
+    "lgb_classifier_wrapper": ("lightgbm", "model.txt", 3),
+    "rf_classifier": ("sklearn", "checkpoint.tl", 2),
+    "gbr_regressor": ("sklearn", "checkpoint.tl", 0),
+}
+RELEASE_KEYS = {  # the keys each release's FIL reads (tritonforge/builder/releases.py cites the docs)
+    "24.10": ("output_class", {"algo", "storage_type", "threads_per_tree"}),
+    "25.09": ("is_classifier", {"layout"}),
+}
+
+
+def train_forests(folder: Path) -> None:
+    """Small forests on scikit-learn's bundled data, seeded and single-threaded."""
+    import joblib
+    import lightgbm as lgb
+    import pandas as pd
+    import xgboost as xgb
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cancer, iris, diabetes = (load(return_X_y=True) for load in (load_breast_cancer, load_iris, load_diabetes))
+    quiet = {"nthread": 1, "seed": 0}
+    xgb.train({**quiet, "objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(*cancer), 20).save_model(folder / "xgb_binary.json")
+    xgb.train({**quiet, "objective": "multi:softprob", "num_class": 3}, xgb.DMatrix(*iris), 10).save_model(folder / "xgb_multi.ubj")
+    xgb.train(quiet, xgb.DMatrix(*diabetes), 20).save_model(folder / "xgb_regression.json")
+    rng = np.random.default_rng(0)
+    rooms = pd.DataFrame({"colour": pd.Categorical(rng.choice(["red", "green", "blue"], 300)), "size": rng.random(300)})
+    price = (rooms.colour == "green") * 2.0 + rooms["size"]
+    xgb.train({**quiet, "tree_method": "hist", "max_cat_to_onehot": 1},
+              xgb.DMatrix(rooms, price, enable_categorical=True), 10).save_model(folder / "xgb_categorical.json")
+    lgb_quiet = {"verbose": -1, "num_threads": 1, "seed": 0, "deterministic": True}
+    lgb.train({**lgb_quiet, "objective": "binary"}, lgb.Dataset(*cancer), 20).save_model(folder / "lgb_binary.txt")
+    lgb.train({**lgb_quiet, "objective": "multiclass", "num_class": 3, "min_data_in_leaf": 5},
+              lgb.Dataset(*iris), 10).save_model(folder / "lgb_multi.txt")
+    lgb.train({**lgb_quiet, "objective": "regression"}, lgb.Dataset(*diabetes), 20).save_model(folder / "lgb_regression.txt")
+    codes = np.stack([rng.integers(0, 4, 500), rng.random(500)], axis=1)
+    lgb.train({**lgb_quiet, "objective": "regression", "min_data_in_leaf": 5},
+              lgb.Dataset(codes, (codes[:, 0] == 2) * 3.0 + codes[:, 1], categorical_feature=[0]), 10
+              ).save_model(folder / "lgb_categorical.txt")
+    flowers = np.array(["setosa", "versicolor", "virginica"])[iris[1]]
+    joblib.dump(lgb.LGBMClassifier(n_estimators=10, min_child_samples=5, **lgb_quiet).fit(iris[0], flowers),
+                folder / "lgb_classifier_wrapper.joblib")
+    joblib.dump(RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0).fit(*cancer), folder / "rf_classifier.joblib")
+    joblib.dump(GradientBoostingRegressor(n_estimators=20, random_state=0).fit(*diabetes), folder / "gbr_regressor.joblib")
+
+
+@pytest.fixture(scope="session")
+def forest_models(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("forests") / "models"
+    train_forests(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fil_builds(forest_models, tmp_path_factory) -> dict[str, tuple[Path, list]]:
+    """The forests built for FIL once per release: release -> (repository, results)."""
+    built = {}
+    for release in RELEASE_KEYS:
+        repo = tmp_path_factory.mktemp(f"fil-{release}") / "repo"
+        results = build_repository(forest_models, repo, BuildOptions(format="fil", allow_pickle=True, triton_version=release))
+        built[release] = (repo, results)
+    return built
+
+
+@pytest.fixture(scope="session")
+def fil_server(fil_builds):
+    from tritonforge.serving.server import serve
+
+    repo, _ = fil_builds["24.10"]
+    with serve(repo, control_mode="explicit", load_models=("*",)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("release", RELEASE_KEYS)
+def test_every_forest_builds_to_a_fil_entry_of_its_own_file(fil_builds, release):
+    repo, results = fil_builds[release]
+    by_name = {r.name: r for r in results}
+    assert set(by_name) == set(FOREST_MODELS)
+    for name, (framework, filename, _) in FOREST_MODELS.items():
+        result = by_name[name]
+        assert (result.status, result.framework, result.format) == ("OK", framework, "fil"), result.reason
+        assert (repo / name / "1" / filename).is_file()
+        assert all(e.ok for e in result.errors)
+
+
+@pytest.mark.parametrize("release", RELEASE_KEYS)
+def test_configs_name_the_fil_backend_with_the_keys_of_the_release(fil_builds, release):
+    repo, _ = fil_builds[release]
+    classifier_key, gpu_keys = RELEASE_KEYS[release]
+    other_release_keys = {k for r, (c, g) in RELEASE_KEYS.items() if r != release for k in g | {c}} - gpu_keys - {classifier_key}
+    for name, (_, filename, classes) in FOREST_MODELS.items():
+        config = configs.read(repo / name)
+        assert (config.backend, config.platform) == ("fil", "")
+        assert [(t.name, t.data_type) for t in config.input] == [(fil.INPUT, mc.TYPE_FP32)]
+        assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [(fil.OUTPUT, mc.TYPE_FP32, [classes or 1])]
+        parameters = {k: v.string_value for k, v in config.parameters.items()}
+        assert parameters["model_type"] == fil.MODEL_TYPES[filename]
+        assert parameters[classifier_key] == ("true" if classes else "false")
+        assert parameters.get("predict_proba") == ("true" if classes else None)
+        assert config.dynamic_batching.preferred_batch_size
+        gpu = configs.read_variant(repo / name, "gpu")
+        assert [g.kind for g in gpu.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+        assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_AUTO]
+        assert gpu_keys <= set(gpu.parameters) and not other_release_keys & set(gpu.parameters), name
+        assert not gpu_keys & set(config.parameters)  # GPU-only keys stay out of the portable config
+        assert parse_release(release).rules.fil_classifier_key == classifier_key
+
+
+def test_categorical_features_travel_as_codes_and_match_the_source(fil_builds):
+    repo, results = fil_builds["24.10"]
+    model = json.loads((repo / "xgb_categorical" / "1" / "xgboost.json").read_text())["learner"]
+    assert "cats" not in model["gradient_booster"]["model"] and model["feature_types"][0] == "c"
+    samples = read_samples(repo / "xgb_categorical" / "1" / "samples.npz")
+    codes = samples.inputs[fil.INPUT][:, 0]
+    assert set(codes[~np.isnan(codes)]) <= {0.0, 1.0, 2.0}  # red, green, blue as the booster numbered them
+    # green (code 1) adds 2 to the price: the served rows show the split the source learned.
+    green = samples.outputs[fil.OUTPUT][codes == 1, 0]
+    others = samples.outputs[fil.OUTPUT][(codes == 0) | (codes == 2), 0]
+    assert green.mean() - others.mean() > 1.0
+
+
+def test_classifier_labels_ride_on_the_probabilities(fil_builds):
+    repo, _ = fil_builds["24.10"]
+    assert (repo / "lgb_classifier_wrapper" / "labels.txt").read_text().split() == ["setosa", "versicolor", "virginica"]
+    [output] = configs.read(repo / "lgb_classifier_wrapper").output
+    assert output.label_filename == "labels.txt"
+
+
+@pytest.mark.slow
+def test_check_repo_passes_every_fil_entry_over_http_and_grpc(fil_server, fil_builds):
+    from tritonforge.serving.check import check_repository
+
+    repo, _ = fil_builds["24.10"]
+    rows = check_repository(repo, http_url=fil_server.http_url, grpc_url=fil_server.grpc_url)
+    assert {(r.model, r.protocol) for r in rows} == {(m, p) for m in FOREST_MODELS for p in ("http", "grpc")}
+    assert all(r.ok for r in rows), [r for r in rows if not r.ok]
+
+
+@pytest.mark.slow
+def test_served_probabilities_and_labels_match_the_source_model(fil_server, forest_models):
+    import joblib
+    import tritonclient.http as http
+    from sklearn.datasets import load_iris
+
+    flowers = load_iris().data[[0, 60, 120]].astype(np.float32)
+    source = joblib.load(forest_models / "lgb_classifier_wrapper.joblib")
+    client = http.InferenceServerClient(fil_server.http_url.removeprefix("http://"))
+    tensor = http.InferInput(fil.INPUT, list(flowers.shape), "FP32")
+    tensor.set_data_from_numpy(flowers)
+    answer = client.infer("lgb_classifier_wrapper", [tensor], outputs=[http.InferRequestedOutput(fil.OUTPUT)])
+    np.testing.assert_allclose(answer.as_numpy(fil.OUTPUT), source.predict_proba(flowers), atol=1e-5)
+    top = client.infer("lgb_classifier_wrapper", [tensor], outputs=[http.InferRequestedOutput(fil.OUTPUT, class_count=1)])
+    assert [row[0].decode().split(":")[2] for row in top.as_numpy(fil.OUTPUT)] == ["setosa", "versicolor", "virginica"]
+
+
+def _one_model(tmp_path: Path, make, name: str, sidecar: str = "", **options):
+    models = tmp_path / "models"
+    models.mkdir()
+    path = make(models)
+    if sidecar:
+        (models / f"{name}.yaml").write_text(sidecar)
+    [result] = build_repository(models, tmp_path / "repo", BuildOptions(allow_pickle=True, **options))
+    return result, path
+
+
+def _onnx(models):
+    tiny_onnx(models / "linear.onnx")
+    return models / "linear.onnx"
+
+
+def _logistic(models):
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    joblib.dump(LogisticRegression(max_iter=200).fit(*load_iris(return_X_y=True)), models / "logistic.joblib")
+
+
+def _softmax_booster(models):
+    import xgboost as xgb
+    from sklearn.datasets import load_iris
+
+    xgb.train({"objective": "multi:softmax", "num_class": 3, "nthread": 1}, xgb.DMatrix(*load_iris(return_X_y=True)),
+              3).save_model(models / "softmax.json")
+
+
+REFUSALS = [  # (model, sidecar, format option, words the one line must hold)
+    ("linear", _onnx, "format: fil\n", None, "format 'fil' is not available for onnx models (available: onnx)"),
+    ("logistic", _logistic, "", "fil", "FIL serves tree ensembles"),
+    ("softmax", _softmax_booster, "", "fil", "multi:softmax booster answers class indices"),
+]
+
+
+@pytest.mark.parametrize("name, make, sidecar, fmt, words", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_fil_on_a_model_it_cannot_serve_is_refused_in_one_line(tmp_path, name, make, sidecar, fmt, words):
+    result, _ = _one_model(tmp_path, make, name, sidecar, **({"format": fmt} if fmt else {}))
+    assert result.status == "FAILED" and words in result.reason and "\n" not in result.reason
+    assert not (tmp_path / "repo" / name).exists()
+
+
+def test_categorical_xgboost_on_onnx_points_to_fil(tmp_path, forest_models):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "xgb_categorical.json").write_bytes((forest_models / "xgb_categorical.json").read_bytes())
+    [result] = build_repository(models, tmp_path / "repo", BuildOptions())
+    assert result.status == "FAILED" and "--format fil" in result.reason
+
+
+@pytest.mark.parametrize("name", ["lgb_binary", "lgb_multi", "lgb_regression"])
+def test_lightgbm_builds_to_onnx_too(tmp_path, forest_models, name):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / f"{name}.txt").write_bytes((forest_models / f"{name}.txt").read_bytes())
+    [result] = build_repository(models, tmp_path / "repo", BuildOptions())
+    assert (result.status, result.framework, result.format) == ("OK", "lightgbm", "onnx"), result.reason
