@@ -8,6 +8,7 @@ classifier switch of the release the config was written for (``output_class`` un
 ``is_classifier`` from 25.09). GPU-only settings are named once in Triton's log and ignored.
 """
 from tritonforge.converters.formats import fil
+from tritonforge.repository.dtypes import config_type
 from tritonforge.serving.backends.common import BatchedModel, ConfigRefused, ModelArgs, refuse
 
 CLASSIFIER_KEYS = ("output_class", "is_classifier")
@@ -28,9 +29,10 @@ def _check(margs: ModelArgs, facts) -> None:
     inputs, outputs = margs.inputs(), margs.outputs()
     if [io["name"] for io in inputs] != [fil.INPUT] or [io["name"] for io in outputs] != [fil.OUTPUT]:
         raise ConfigRefused(f"model '{name}': FIL models take one input '{fil.INPUT}' and give one output '{fil.OUTPUT}'")
+    fp32 = config_type(fil.F32)
     for io in inputs + outputs:
-        if io.get("data_type") != "TYPE_FP32":
-            raise ConfigRefused(f"model '{name}': FIL tensor '{io['name']}' must be TYPE_FP32, not {io.get('data_type')}")
+        if io.get("data_type") != fp32:
+            raise ConfigRefused(f"model '{name}': FIL tensor '{io['name']}' must be {fp32}, not {io.get('data_type')}")
     features = [int(d) for d in inputs[0].get("dims", [])]
     if features != [facts.num_feature]:
         raise ConfigRefused(f"model '{name}': input '{fil.INPUT}' has dims {features}; the forest reads "
