@@ -176,8 +176,8 @@ def test_the_listing_shows_versions_on_disk_what_is_served_and_the_history(repo,
     assert re.fullmatch(r"    \S+  \S+@\S+  latest 1 -> specific 1 \(serves 1\)  why: rollback", listing[-1])
 
 
-def test_the_listing_names_a_pin_that_a_later_build_replaced(repo, tmp_path, capsys):
-    """build-repo writes Triton's default policy (latest 1) with each new version it builds."""
+def test_a_pin_survives_a_rebuild_until_it_is_promoted(repo, tmp_path, capsys):
+    """build-repo keeps the policy repo-versions set: a new version waits to be promoted."""
     import onnx
     from onnx import numpy_helper
 
@@ -188,12 +188,15 @@ def test_the_listing_names_a_pin_that_a_later_build_replaced(repo, tmp_path, cap
     model = onnx.load(str(tmp_path / "models" / "lin.onnx"))
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(WEIGHTS * 3, "W"))
     onnx.save(model, str(tmp_path / "models" / "lin.onnx"))
-    build_repository(tmp_path / "models", repo, BuildOptions())
+    [built] = build_repository(tmp_path / "models", repo, BuildOptions())
 
+    assert (built.status, built.version) == ("OK", 3)
+    for path in [repo / "lin" / "config.pbtxt", *sorted((repo / "lin" / "configs").glob("*.pbtxt"))]:
+        assert version_policy(config_file.read(path)) == VersionPolicy("specific", versions=(1,)), path
     assert main([str(repo), "lin"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert listing[0] == "lin: serves 3 (policy latest 1)"
-    assert "  note: the last change recorded set specific 1; the configs now say latest 1 (a build of a new version writes the default, latest 1)" in listing
+    assert listing[0] == "lin: serves 1 (policy specific 1)"
+    assert not any("note:" in line for line in listing)
 
 
 def test_the_console_script_changes_and_refuses(repo):

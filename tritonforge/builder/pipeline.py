@@ -225,6 +225,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
         model_config = configure.build_config(source.name, fmt.platform, signature, settings, backend=fmt.backend,
                                               parameters=fmt.config_parameters(artifact, release.rules))
         variants = configure.variants(model_config, signature, settings, release)
+        model_config, variants = _keep_version_policy(repo / source.name, model_config, variants)
         kept = {name: (repo / source.name / CONFIGS_DIR / f"{name}.pbtxt").read_text()
                 for name in manifest.kept_variants(source.name) if (repo / source.name / CONFIGS_DIR / f"{name}.pbtxt").is_file()}
         write_model_files(staged, model_config, variants, kept, labels if labels_output else None, checked.samples, signature)
@@ -346,6 +347,19 @@ def _install_entry(repo: Path, entry: Entry) -> int:
         config_file.write(staged / CONFIG_FILE, entry.config)
         staging.install(repo, entry.name, staged, version)
     return version
+
+
+def _keep_version_policy(model_dir: Path, model_config, variants: dict):
+    """A policy that repo-versions set (a rollback, a pin) survives a rebuild: the new version is
+    served when it is promoted, not because it was built."""
+    current = model_dir / CONFIG_FILE
+    if not current.is_file():
+        return model_config, variants
+    policy = config_file.version_policy(config_file.read(current))
+    if policy == config_file.VersionPolicy("latest"):
+        return model_config, variants
+    return (config_file.with_version_policy(model_config, policy),
+            {name: config_file.with_version_policy(variant, policy) for name, variant in variants.items()})
 
 
 def _target_format(adapter, sidecar: Sidecar, options: BuildOptions, source: ModelSource) -> str:

@@ -41,9 +41,9 @@ class ModelStatus:
             out.append(f"  {version:<8} {'yes' if version in self.served else 'no':<7} {self.built_at.get(version, '-')}")
         recorded = _policy_text(self.history[-1]["policy"]) if self.history else None
         if recorded and recorded != str(self.policy):
-            # build-repo writes Triton's default policy with each new version it builds.
+            # build-repo keeps the policy; a config edited by hand (or an older build-repo) does not.
             out.append(f"  note: the last change recorded set {recorded}; the configs now say {self.policy} "
-                       "(a build of a new version writes the default, latest 1)")
+                       "(changed outside repo-versions)")
         out.append("  history:" if self.history else "  history: none (the policy build-repo wrote)")
         for change in self.history:
             why = f"  why: {change['why']}" if change.get("why") else ""
