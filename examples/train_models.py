@@ -54,7 +54,7 @@ DIGITS = [str(i) for i in range(10)]
 IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 HOUSE_FEATURES = ("rooms", "age", "area", "floor", "garden", "distance")
-LIBRARIES = ("numpy", "scikit-learn", "tensorflow", "keras", "torch", "xgboost", "pandas", "pillow")
+LIBRARIES = ("numpy", "scikit-learn", "tensorflow", "keras", "torch", "xgboost", "lightgbm", "pandas", "pillow")
 CANCER_CLASSES = ["malignant", "benign"]  # scikit-learn's target 0 and 1
 # Rows of each data set kept out of training: the shipped input files come from these.
 IRIS_HELD_OUT = (0, 50, 100)  # the first setosa (5.1, 3.5, 1.4, 0.2), versicolor and virginica
@@ -207,6 +207,27 @@ def xgboost_multiclass_booster(out: Path) -> str:
     booster.save_model(out / "iris_xgb.json")
     (out / "iris_xgb.yaml").write_text("labels: [" + ", ".join(IRIS_CLASSES) + "]\n")
     return f"held-out accuracy {np.mean(predicted == y[test]):.3f} ({test.sum()} flowers)"
+
+
+WINE_CULTIVARS = ["cultivar_1", "cultivar_2", "cultivar_3"]  # scikit-learn wine's class_0..class_2
+WINE_HELD_OUT = (0, 59, 130)  # the first wine of each cultivar
+
+
+def lightgbm_wine_classifier(out: Path) -> str:
+    """LightGBM on scikit-learn's wine data, served by Triton's FIL backend (sidecar format: fil)."""
+    import lightgbm as lgb
+    from sklearn.datasets import load_wine
+
+    wine = load_wine()
+    test = _held_out_mask(len(wine.target), 0.25, seed=17, always=WINE_HELD_OUT)
+    x, y = wine.data.astype(np.float32), wine.target
+    params = {"objective": "multiclass", "num_class": 3, "num_leaves": 8, "min_data_in_leaf": 5, "learning_rate": 0.1,
+              "num_threads": 1, "seed": 0, "deterministic": True, "force_row_wise": True, "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(x[~test], y[~test]), 60)
+    accuracy = float(np.mean(booster.predict(x[test]).argmax(axis=1) == y[test]))
+    booster.save_model(out / "wine_lgbm.txt")
+    (out / "wine_lgbm.yaml").write_text("format: fil\nlabels: [" + ", ".join(WINE_CULTIVARS) + "]\n")
+    return f"held-out accuracy {accuracy:.3f} ({test.sum()} wines)"
 
 
 def diabetes_split():
@@ -367,6 +388,7 @@ EXAMPLES = [
     xgboost_regressor_with_missing,
     xgboost_cancer_classifier,
     keras_cancer_classifier,
+    lightgbm_wine_classifier,
 ]
 
 
@@ -416,6 +438,7 @@ OUTPUT_FILES = {
     "xgboost_regressor_with_missing": ("house_price_xgb.ubj", "house_price_xgb.yaml", "house_features.py"),
     "xgboost_cancer_classifier": ("cancer_xgb.json", "cancer_xgb.yaml"),
     "keras_cancer_classifier": ("cancer_keras.keras", "cancer_keras.yaml"),
+    "lightgbm_wine_classifier": ("wine_lgbm.txt", "wine_lgbm.yaml"),
 }
 
 
@@ -462,6 +485,10 @@ def write_inputs(folder: Path) -> list[Path]:
     table = [",".join(names + ["diagnosis"])]
     table += [",".join(f"{v:g}" for v in row) + f",{CANCER_CLASSES[label]}" for row, label in zip(x[test], y[test])]
     written.append(_write(folder / "cancer_rows.csv", "\n".join(table) + "\n"))
+    from sklearn.datasets import load_wine
+
+    wine = load_wine().data  # the first wine of each cultivar, held out: cultivar_1, cultivar_2, cultivar_3
+    written.append(_write(folder / "wine_rows.csv", "".join(",".join(f"{v:g}" for v in wine[i]) + "\n" for i in WINE_HELD_OUT)))
     return written
 
 

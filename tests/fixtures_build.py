@@ -16,7 +16,9 @@ from tritonforge.builder import BuildOptions, build_repository  # noqa: E402
 from train_models import train_examples  # noqa: E402
 
 EXAMPLE_MODELS = ("cancer_keras", "cancer_xgb", "churn_pipeline", "digits_cnn", "house_price_xgb", "iris_xgb",
-                  "price_two_inputs", "torch_cnn")
+                  "price_two_inputs", "torch_cnn", "wine_lgbm")
+# Every example is built as ONNX but these, whose sidecars ask for another format.
+EXAMPLE_FORMATS = {"wine_lgbm": "fil"}
 # The examples' sidecars ask for a tabular ensemble (churn_pipeline), an image ensemble (digits_cnn)
 # and a user step (house_price_xgb: examples/house_features.py).
 EXAMPLE_ENSEMBLES = ("churn_pipeline_ensemble", "digits_cnn_ensemble", "house_price_xgb_ensemble")

@@ -10,10 +10,11 @@ import pytest
 from tritonforge.repository import config as configs
 from tritonforge.converters.formats.onnx import signature_of
 from tritonforge.repository import SAMPLES_FILE
-from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS, EXAMPLE_STEPS
+from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_FORMATS, EXAMPLE_MODELS, EXAMPLE_STEPS
 
 FRAMEWORKS = {"cancer_keras": "tensorflow", "cancer_xgb": "xgboost", "churn_pipeline": "sklearn", "digits_cnn": "tensorflow", "house_price_xgb": "xgboost",
-              "iris_xgb": "xgboost", "price_two_inputs": "tensorflow", "torch_cnn": "pytorch"}
+              "iris_xgb": "xgboost", "price_two_inputs": "tensorflow", "torch_cnn": "pytorch", "wine_lgbm": "lightgbm"}
+ONNX_EXAMPLES = tuple(name for name in EXAMPLE_MODELS if name not in EXAMPLE_FORMATS)
 
 
 def test_every_example_builds_and_verifies(built_examples):
@@ -27,7 +28,7 @@ def test_every_example_builds_and_verifies(built_examples):
         assert results[name].framework == FRAMEWORKS[name]
 
 
-@pytest.mark.parametrize("name", EXAMPLE_MODELS)
+@pytest.mark.parametrize("name", ONNX_EXAMPLES)
 def test_config_agrees_with_onnx_artifact(built_examples_repo, name):
     config = configs.read(built_examples_repo / name / "config.pbtxt")
     signature = signature_of(onnx.load(str(built_examples_repo / name / "1" / "model.onnx")))
@@ -55,6 +56,7 @@ def test_string_column_becomes_a_string_input(built_examples_repo):
     ("digits_cnn", [str(i) for i in range(10)]),
     ("iris_xgb", ["setosa", "versicolor", "virginica"]),
     ("churn_pipeline", ["stays", "churns"]),
+    ("wine_lgbm", ["cultivar_1", "cultivar_2", "cultivar_3"]),
 ])
 def test_classifiers_get_a_labels_file_on_their_scores(built_examples_repo, name, labels):
     config = configs.read(built_examples_repo / name / "config.pbtxt")
@@ -100,6 +102,6 @@ def test_manifest_records_every_entry(built_examples_repo):
     for name in EXAMPLE_MODELS:
         entry = manifest["models"][name]
         record = entry["versions"][str(entry["latest_version"])]
-        assert entry["framework"] == FRAMEWORKS[name] and entry["format"] == "onnx"
+        assert entry["framework"] == FRAMEWORKS[name] and entry["format"] == EXAMPLE_FORMATS.get(name, "onnx")
         assert len(record["fingerprint"]) == 64 and record["tools"]["onnx"] == onnx.__version__
         assert set(record["errors"]) == {t.name for t in configs.read(built_examples_repo / name / "config.pbtxt").output}

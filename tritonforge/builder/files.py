@@ -11,7 +11,7 @@ from ..repository import config as config_file
 from ..repository.layout import LABELS_FILE, WARMUP_DIR, warmup_file
 
 TOOLS = ("tritonforge", "onnx", "onnxruntime", "skl2onnx", "onnxmltools", "tf2onnx", "tensorflow", "keras",
-         "torch", "scikit-learn", "xgboost")
+         "torch", "scikit-learn", "xgboost", "lightgbm", "treelite")
 
 
 def write_model_files(staged: Path, model_config, variants: dict, kept: dict[str, str], labels: tuple[str, ...] | None,
