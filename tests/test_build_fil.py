@@ -242,3 +242,17 @@ def test_lightgbm_builds_to_onnx_too(tmp_path, forest_models, name):
     (models / f"{name}.txt").write_bytes((forest_models / f"{name}.txt").read_bytes())
     [result] = build_repository(models, tmp_path / "repo", BuildOptions())
     assert (result.status, result.framework, result.format) == ("OK", "lightgbm", "onnx"), result.reason
+
+
+def test_a_tabular_ensemble_sits_in_front_of_a_fil_entry(tmp_path, forest_models):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "lgb_multi.txt").write_bytes((forest_models / "lgb_multi.txt").read_bytes())
+    (models / "lgb_multi.yaml").write_text("format: fil\nlabels: [setosa, versicolor, virginica]\n"
+                                           "preprocess: {step: tabular}\npostprocess: {step: classify, top_k: 2}\n")
+    results = {r.name: r for r in build_repository(models, tmp_path / "repo", BuildOptions())}
+    assert {name: r.status for name, r in results.items()} == {
+        "lgb_multi": "OK", "lgb_multi_ensemble": "OK", "lgb_multi_preprocess": "OK", "lgb_multi_postprocess": "OK"}
+    assert results["lgb_multi_ensemble"].errors and all(e.ok for e in results["lgb_multi_ensemble"].errors)
+    steps = {s.model_name for s in configs.read(tmp_path / "repo" / "lgb_multi_ensemble").ensemble_scheduling.step}
+    assert "lgb_multi" in steps
