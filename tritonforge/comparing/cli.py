@@ -58,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
 def _usage_errors(args) -> str | None:
     if args.max_disagreement is not None and not 0 <= args.max_disagreement <= 1:
         return f"--max-disagreement {args.max_disagreement:g}: give a share from 0 to 1 (0.02 = 2%)"
+    if len(args.models) < 2:
+        return "give at least two models: the baseline first, then the candidates"
     if args.rows_per_request < 1:
         return f"--rows-per-request {args.rows_per_request}: give 1 or more"
     if not args.no_cost and not 1 <= args.concurrency <= MAX_CONCURRENCY:
@@ -104,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         options = CompareOptions(args.concurrency, args.duration, args.rows_per_request, not args.no_cost,
                                  Thresholds(args.max_disagreement, args.min_speedup, args.max_quality_drop))
         with read_data(args.data, args.target) as data:
-            say(f"{data.rows} rows from {args.data}")
             if args.repo is None:
                 url = args.url or DEFAULT_URLS[args.protocol]
                 load_url = args.load_url or (url if args.protocol == "http" else None)
@@ -135,9 +136,8 @@ def _compare(url, protocol, entries, data, load_url, options, say):
         with TritonClient(url, protocol) as client:
             if not client.is_ready():
                 raise CompareError(f"no ready Triton server at {url} ({protocol}): start serve-repo, or give --url or --repo")
-            if not (options.measure_cost and load_url):
-                say("cost not measured: " + ("--no-cost" if not options.measure_cost else
-                                             "give --load-url HOST:PORT (the server's HTTP address) for wrk"))
+            if options.measure_cost and not load_url:
+                say("cost not measured: give --load-url HOST:PORT (the server's HTTP address) for wrk")
             return compare_models(client, entries, data, where=f"{url} ({protocol})", http_url=load_url, options=options,
                                   progress=say)
     except ServerError as exc:
