@@ -129,6 +129,49 @@ def test_a_bare_model_and_its_ensemble_take_the_same_raw_rows(served_examples, c
     assert doc["agreement"][0]["same_label"] == 1.0 and doc["agreement"][0]["max_diff"] < 1e-5
 
 
+def _cancer_rows_as(fmt: str, folder: Path) -> Path:
+    header, *rows = _cancer_table()
+    records = [dict(zip(header, (float(v) for v in row[:-1]))) | {"diagnosis": row[-1]} for row in rows]
+    path = folder / f"cancer_rows.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    elif fmt == "json":
+        path.write_text(json.dumps(records))
+    else:  # one array of features (named for neither model) and the target
+        np.savez(path, features=np.array([row[:-1] for row in rows], np.float32), diagnosis=np.array([row[-1] for row in rows]))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "npz"])
+def test_the_same_rows_in_any_format_give_the_same_figures(served_examples, capsys, tmp_path, fmt):
+    server, _ = served_examples
+    figures = []
+    for data in (CANCER_ROWS, _cancer_rows_as(fmt, tmp_path)):
+        report = tmp_path / f"{data.suffix}.json"
+        code, _, err = _run(capsys, "cancer_xgb", "cancer_keras", "--data", data, "--target", "diagnosis",
+                            "--url", server.http_url, "--no-cost", "--json", report)
+        assert code == 0, err
+        doc = json.loads(report.read_text())
+        figures.append(([m["quality"] for m in doc["models"]], doc["agreement"][0]["same_label"], doc["data"]["rows"]))
+    assert figures[0] == figures[1]
+
+
+def test_a_folder_of_images_goes_decoded_to_the_model_and_encoded_to_its_ensemble(served_examples, capsys, tmp_path):
+    """The ensemble answers its top 3 of 10 digits: the score differences cover the classes both gave."""
+    import shutil
+
+    server, _ = served_examples
+    for digit in (0, 3, 7):
+        shutil.copy(ROOT / "examples" / "inputs" / f"digit_{digit}.png", tmp_path / f"digit_{digit}.png")
+    report = tmp_path / "digits.json"
+    code, out, err = _run(capsys, "digits_cnn", "digits_cnn_ensemble", "--data", tmp_path, "--url", server.http_url,
+                          "--no-cost", "--max-disagreement", "0", "--json", report)
+    assert code == 0, err
+    doc = json.loads(report.read_text())
+    assert doc["data"]["rows"] == 3 and len(doc["models"][0]["classes"]) == 10 and doc["models"][1]["output"] == "SCORES"
+    assert doc["agreement"][0]["same_label"] == 1.0 and doc["agreement"][0]["max_diff"] < 1e-4
+
+
 # ---- what cannot be compared: one line, exit 2 --------------------------------------------------
 @pytest.mark.parametrize("models, fragment", [
     (["cancer_xgb", "no_such_model"], "no model 'no_such_model' on "),

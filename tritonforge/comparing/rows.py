@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonforge.clients import InputError, ModelSpec, read_inputs
-from tritonforge.clients.inputs import IMAGE_SUFFIXES
+from tritonforge.clients.inputs import IMAGE_SUFFIXES, conform
 from tritonforge.repository import Samples, read_samples, write_samples
 
 JSON_LINES = {".jsonl", ".ndjson"}
@@ -50,7 +50,11 @@ class DataSet:
     def inputs_for(self, spec: ModelSpec) -> dict[str, np.ndarray]:
         """The model's request tensors for every row; one line naming the data file when they cannot be made."""
         try:
-            return read_inputs(self.files, spec)
+            arrays = read_inputs(self.files, spec)
+            if len(arrays) == 1 and len(spec.inputs) == 1 and spec.inputs[0].name not in arrays:
+                # One unnamed table (an .npz array named for another model): it is this model's one input.
+                return {spec.inputs[0].name: conform(next(iter(arrays.values())), spec.inputs[0], spec)}
+            return arrays
         except InputError as exc:
             # read_inputs names the scratch copy; the user knows the file they gave.
             text = str(exc).replace(str(self._scratch or "\0"), str(self.source.parent))
