@@ -1,33 +1,39 @@
-"""What Triton and its configuration buy, as ratios measured in one run on one machine.
+"""What Triton and its configuration buy, as ratios measured in one run on one machine, with native
+load generators, so that the figures describe the server and not the client.
 
-    python benchmarks/compare.py                  # trains and builds the examples, then measures
-    python benchmarks/compare.py --seconds 8 --processes 2 --out docs/BENCHMARKS.md
+    python benchmarks/compare.py                               # trains and builds the examples, then measures
+    python benchmarks/compare.py --backend-directory DIR       # adds a column: Triton's own backends in DIR
+    python benchmarks/compare.py --seconds 5 --out docs/BENCHMARKS.md
 
-Rows (each a pair measured back to back with the same client, payload and concurrency):
-1. dynamic batching on vs off: a small model (iris_xgb) at 32 concurrent clients, gRPC;
-   the two configs are served side by side from a scratch copy of the repository;
-2. served vs in-process: a compute-heavy ONNX model (a generated 4-layer 1024-wide MLP) under
-   Triton with dynamic batching, against ONNX Runtime in this process at its best batch size;
-3. Triton vs FastAPI + uvicorn running the same ONNX model once per request (the usual
-   hand-written server), both answering the same KServe v2 JSON body over HTTP;
-4. an ensemble vs its bare model (skipped, with the reason, when the repository has none);
-5. build-repo on the examples: cold, then a no-op rebuild.
-Load comes from ``--processes`` client processes (asyncio, tritonclient gRPC or aiohttp) so
-that one Python client is not the only bound; the CPU each side used is measured from /proc
-during every run, and the "bounded by" column says which side was saturated.
-Writes the Markdown table and a PNG of throughput against concurrency (batching on and off).
+DIR is a folder of Triton backends, such as the NGC image's /opt/tritonserver/backends: every
+backend in it but ``python`` replaces serve-repo's, on the same repository (``configs/cpu.pbtxt``).
+Load: ``wrk`` (Debian ``wrk``) for HTTP with KServe v2 binary tensors, ``h2load`` (Debian
+``nghttp2-client``) for gRPC with one pre-encoded ModelInferRequest (``loadtests/native.py``);
+one generator thread, one row per request, ``--connections`` in flight. Beside every figure: the
+generator's share of the machine's CPU, and what the server's process tree (Triton and its
+Python stubs), the generator and everything else on the machine used during it.
+
+Each comparison is a pair measured back to back on the same server, payload and concurrency:
+1. dynamic batching on vs off (iris_xgb, built by build-repo), and the throughput against
+   concurrency of both (the plot);
+2. gRPC vs HTTP (iris_xgb, binary tensors both ways);
+3. Triton vs FastAPI + uvicorn (one worker, JSON body, one ONNX Runtime call per request: the
+   server a user writes by hand) on iris_xgb and on a 512-2048-2048-10 MLP; Triton takes binary
+   tensors, and once the same JSON body;
+4. two model instances vs one (the MLP);
+5. served vs in-process ONNX Runtime at its best batch size (the MLP);
+6. each example ensemble vs its bare model (gRPC, binary tensors, one raw row);
+7. build-repo on the examples, cold vs a no-op rebuild.
+Writes its section of docs/BENCHMARKS.md (other sections are kept) and benchmarks_concurrency.png.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing
 import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,325 +43,208 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_MODEL = "iris_xgb"
-HEAVY_MODEL = "bench_mlp"
-CONCURRENCY = 32
-SWEEP = (1, 4, 16, 32)
+sys.path.insert(0, str(ROOT / "examples"))
+
+from harness import FastAPIServer, ReferenceServer, machine_busy_seconds, one_row, tree_cpu_seconds  # noqa: E402
+from tritonforge.builder import BuildOptions, build_repository  # noqa: E402
+from tritonforge.loadtests.native import LoadError, LoadResult, run_h2load, run_wrk  # noqa: E402
+from tritonforge.repository import config as config_file  # noqa: E402
+from tritonforge.serving import serve  # noqa: E402
+
+SMALL = "iris_xgb"
+MLP, MLP_WIDTHS = "mlp_large", (512, 2048, 2048, 10)
+ENSEMBLES = ("churn_pipeline_ensemble", "digits_cnn_ensemble", "house_price_xgb_ensemble")
+SWEEP = (1, 4, 16, 32, 64)
+CORES = os.cpu_count() or 1
+SECTION = "## What Triton buys: comparisons (`python benchmarks/compare.py`)"
 
 
-# ---- measuring ----------------------------------------------------------------------------
+# ---- one figure -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figure:
+    """One load run and the CPU each side used during it."""
+
+    result: LoadResult
+    generator: str  # wrk or h2load
+    server_cores: float
+    machine_cores: float
+    rows: int = 1
+
+    @property
+    def rate(self) -> float:
+        return self.result.requests_per_s
+
+    @property
+    def client_cores(self) -> float:
+        return self.result.client_cpu_share * CORES
+
+    def cell(self, unit: str = "req/s") -> str:
+        value = self.rate * (self.rows if unit == "rows/s" else 1)
+        errors = f", **{self.result.errors} failed**" if self.result.errors else ""
+        return (f"{value:,.0f} {unit}, p99 {self.result.p99_ms:.1f} ms, "
+                f"{self.generator} {100 * self.result.client_cpu_share:.0f}% CPU{errors}")
+
+    def bound(self) -> str:
+        others = max(0.0, self.machine_cores - self.server_cores - self.client_cores)
+        use = (f"server {self.server_cores:.1f} + {self.generator} {self.client_cores:.1f} "
+               f"+ others {others:.1f} of {CORES} cores")
+        if self.machine_cores >= 0.85 * CORES:
+            return f"CPU ({use})"
+        return f"not CPU ({use}): the server's own latency"
+
+
 @dataclass
-class Measure:
-    """One load run: completed requests per second, rows per second, latency, CPU of each side."""
+class Target:
+    """A server under test: serve-repo, or tritonserver with the backends of --backend-directory."""
 
     label: str
-    requests_per_s: float
-    rows_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    client_cores: float
-    server_cores: float
-    concurrency: int
-    processes: int
-    machine_cores: float = 0.0
-    first_error: str = ""
-
-    def bound(self, cores: int) -> str:
-        other = max(0.0, self.machine_cores - self.client_cores - self.server_cores)
-        if self.client_cores >= 0.85 * self.processes:
-            return f"client CPU ({self.client_cores:.1f} of {self.processes} client processes busy)"
-        if self.machine_cores >= 0.85 * cores:
-            return (f"machine CPU (server {self.server_cores:.1f} + client {self.client_cores:.1f} "
-                    f"+ other processes {other:.1f} of {cores} cores)")
-        return (f"server latency, CPU not saturated (server {self.server_cores:.1f}, "
-                f"client {self.client_cores:.1f} of {cores} cores)")
+    http_url: str
+    grpc_url: str
+    pid: int
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds spent busy by the whole machine (every core, every process) since boot."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu_seconds(root_pid: int) -> float:
-    """utime+stime of a process and all its descendants (Triton's Python stubs included)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(entry), int(rest[1])
-        children.setdefault(ppid, []).append(pid)
-        times[pid] = (int(rest[11]) + int(rest[12])) / tick
-    total, stack = 0.0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0.0)
-        stack.extend(children.get(pid, []))
-    return total
-
-
-async def _grpc_clients(url, model, arrays, outputs, concurrency, deadline):
-    import tritonclient.grpc as grpcclient
-    import tritonclient.grpc.aio as aio
-    from tritonclient.utils import np_to_triton_dtype
-
-    inputs = []
-    for name, array in arrays.items():
-        tensor = grpcclient.InferInput(name, list(array.shape),
-                                       "BYTES" if array.dtype == object else np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
-    client = aio.InferenceServerClient(url)
-    latencies, errors = [], []
-
-    async def one():
-        while time.monotonic() < deadline:
-            start = time.perf_counter()
-            try:
-                await client.infer(model, inputs, outputs=requested)
-                latencies.append(time.perf_counter() - start)
-            except Exception as exc:  # counted and reported, the run goes on
-                errors.append(str(exc)[:200])
-
-    await asyncio.gather(*(one() for _ in range(concurrency)))
-    await client.close()
-    return latencies, errors
-
-
-async def _http_clients(url, body, headers, concurrency, deadline):
-    import aiohttp
-
-    latencies, errors = [], []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def one():
-            while time.monotonic() < deadline:
-                start = time.perf_counter()
-                try:
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                        if response.status != 200:
-                            errors.append(f"HTTP {response.status}")
-                            continue
-                    latencies.append(time.perf_counter() - start)
-                except Exception as exc:
-                    errors.append(str(exc)[:200])
-
-        await asyncio.gather(*(one() for _ in range(concurrency)))
-    return latencies, errors
-
-
-def _client_process(job: dict, start_at: float, queue) -> None:
-    cpu0 = time.process_time()
-    while time.time() < start_at:
-        time.sleep(0.001)
-    deadline = time.monotonic() + job["seconds"]
-    if job["kind"] == "grpc":
-        run = _grpc_clients(job["url"], job["model"], job["arrays"], job["outputs"], job["concurrency"], deadline)
+def measure(target: Target, model: str, inputs: dict, *, seconds: float, connections: int, protocol: str = "http",
+            json_body: bool = False, rows: int = 1, log=print) -> Figure | None:
+    """A 1 s warm-up, then ``seconds`` of load; None (said in ``log``) when the generator refuses."""
+    if protocol == "grpc":
+        def load(s):
+            return run_h2load(target.grpc_url, model, inputs, connections=connections, seconds=s)
     else:
-        run = _http_clients(job["url"], job["body"], job["headers"], job["concurrency"], deadline)
-    latencies, errors = asyncio.run(run)
-    queue.put({"latencies": latencies, "errors": errors, "cpu": time.process_time() - cpu0})
+        def load(s):
+            return run_wrk(target.http_url, model, inputs, connections=connections, seconds=s, json_body=json_body)
+    try:
+        load(1)
+        server0, machine0, started = tree_cpu_seconds(target.pid), machine_busy_seconds(), time.monotonic()
+        result = load(seconds)
+        wall = time.monotonic() - started
+        figure = Figure(result, "h2load" if protocol == "grpc" else "wrk",
+                        (tree_cpu_seconds(target.pid) - server0) / wall, (machine_busy_seconds() - machine0) / wall, rows)
+    except LoadError as exc:
+        log(f"  {target.label} {model}: no figure: {exc}")
+        return None
+    log(f"  {target.label} {model} ({protocol}{', JSON' if json_body else ''}, {connections} in flight): "
+        f"{figure.cell('rows/s' if rows > 1 else 'req/s')}; {figure.bound()}")
+    return figure
 
 
-def drive(label: str, job: dict, *, concurrency: int, processes: int, seconds: float,
-          server_pid: int, rows: int = 1) -> Measure:
-    """Keep ``concurrency`` requests in flight for ``seconds``, spread over client processes."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    processes = max(1, min(processes, concurrency))
-    shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
-    start_at = time.time() + 2.0  # after the spawned interpreters are up
-    workers = [ctx.Process(target=_client_process, args=({**job, "concurrency": n, "seconds": seconds}, start_at, queue))
-               for n in shares]
-    for w in workers:
-        w.start()
-    while time.time() < start_at:
-        time.sleep(0.005)
-    server_cpu0, machine0 = _tree_cpu_seconds(server_pid), _machine_busy_seconds()
-    t0 = time.monotonic()
-    results = [queue.get(timeout=seconds + 120) for _ in workers]
-    wall = time.monotonic() - t0
-    server_cpu = _tree_cpu_seconds(server_pid) - server_cpu0
-    machine = _machine_busy_seconds() - machine0
-    for w in workers:
-        w.join(timeout=30)
-        if w.is_alive():
-            w.kill()
-    latencies = np.array([x for r in results for x in r["latencies"]]) * 1000.0
-    errors = [e for r in results for e in r["errors"]]
-    done = len(latencies)
-    return Measure(
-        label=label,
-        requests_per_s=done / seconds,
-        rows_per_s=done * rows / seconds,
-        p50_ms=float(np.percentile(latencies, 50)) if done else float("nan"),
-        p99_ms=float(np.percentile(latencies, 99)) if done else float("nan"),
-        errors=len(errors),
-        client_cores=sum(r["cpu"] for r in results) / max(wall, 1e-9),
-        server_cores=server_cpu / max(wall, 1e-9),
-        concurrency=concurrency,
-        processes=processes,
-        machine_cores=machine / max(wall, 1e-9),
-        first_error=errors[0] if errors else "",
-    )
-
-
-# ---- the models and servers being compared ------------------------------------------------
-def heavy_onnx(path: Path, width: int = 1024, layers: int = 4) -> None:
-    """A compute-heavy MLP: input [N, width] float -> output [N, 10], ``layers`` MatMul+Relu."""
+# ---- the repository being served -----------------------------------------------------------
+def mlp_onnx(path: Path, widths: tuple[int, ...] = MLP_WIDTHS, seed: int = 4) -> None:
+    """Gemm (+Relu) layers of ``widths``, seeded weights: input [batch, widths[0]] -> output."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    nodes, inits, prev = [], [], "input"
-    for i in range(layers):
-        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"h{i}"])]
-        prev = f"h{i}"
-    inits.append(numpy_helper.from_array((rng.standard_normal((width, 10)) / 32).astype(np.float32), "head"))
-    nodes.append(helper.make_node("MatMul", [prev, "head"], ["output"]))
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", width])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    rng = np.random.default_rng(seed)
+    nodes, inits, last = [], [], "input"
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        inits += [numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [last, f"w{i}", f"b{i}"], [f"h{i}"]))
+        last = f"h{i}"
+        if i < len(widths) - 2:
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    nodes[-1].output[0] = "output"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", widths[0]])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", widths[-1]])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-def scratch_repository(built: Path, dst: Path) -> None:
-    """Copy of the built repository plus the benchmark's own entries (the original is untouched):
-    ``<small>__nobatch`` (dynamic batching removed) and ``bench_mlp`` (the heavy model)."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
+def build_examples(workdir: Path) -> tuple[Path, float, float, int]:
+    """The examples trained and built (--device cpu) cold, then rebuilt with nothing to do."""
+    from train_models import train_examples
 
-    from tritonforge.serving.server import read_config
-
-    shutil.copytree(built, dst)
-    config = read_config(dst / SMALL_MODEL)
-    config.name = f"{SMALL_MODEL}__nobatch"
-    config.ClearField("dynamic_batching")
-    config.ClearField("model_warmup")
-    shutil.copytree(dst / SMALL_MODEL, dst / config.name)
-    (dst / config.name / "config.pbtxt").write_text(text_format.MessageToString(config))
-
-    folder = dst / HEAVY_MODEL
-    (folder / "1").mkdir(parents=True)
-    heavy_onnx(folder / "1" / "model.onnx")
-    heavy = mc.ModelConfig(name=HEAVY_MODEL, platform="onnxruntime_onnx", max_batch_size=64)
-    heavy.input.add(name="input", data_type=mc.TYPE_FP32, dims=[1024])
-    heavy.output.add(name="output", data_type=mc.TYPE_FP32, dims=[10])
-    heavy.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-    heavy.dynamic_batching.max_queue_delay_microseconds = 2000
-    (folder / "config.pbtxt").write_text(text_format.MessageToString(heavy))
+    models = train_examples(workdir / "models")
+    repo = workdir / "built"
+    options = BuildOptions(allow_pickle=True, device="cpu")
+    started = time.perf_counter()
+    results = build_repository(models, repo, options)
+    cold = time.perf_counter() - started
+    started = time.perf_counter()
+    build_repository(models, repo, options)
+    noop = time.perf_counter() - started
+    failed = [f"{r.name}: {r.reason}" for r in results if not r.ok]
+    if failed:
+        raise SystemExit("build failed: " + "; ".join(failed))
+    return repo, cold, noop, len(results)
 
 
-def in_process_best(model_path: Path, seconds: float) -> tuple[float, int, dict[int, float]]:
-    """ONNX Runtime in this process: rows/s at each batch size, and the best."""
+def variant(repo: Path, source: str, name: str, change) -> None:
+    """``repo/name``: a copy of ``source`` whose config.pbtxt and configs/*.pbtxt are changed by ``change``."""
+    shutil.copytree(repo / source, repo / name)
+    for path in [repo / name / "config.pbtxt", *sorted((repo / name / "configs").glob("*.pbtxt"))]:
+        config = config_file.read(path)
+        config.name = name
+        change(config)
+        config_file.write(path, config)
+
+
+def steps_of(repo: Path, ensemble: str) -> list[str]:
+    return [step.model_name for step in config_file.read(repo / ensemble / "config.pbtxt").ensemble_scheduling.step]
+
+
+def bare_model(repo: Path, ensemble: str) -> str:
+    """The ensemble's step that is not a Python-backend step: the converted model itself."""
+    for step in steps_of(repo, ensemble):
+        if config_file.read(repo / step / "config.pbtxt").backend != "python":
+            return step
+    raise SystemExit(f"ensemble '{ensemble}' has no model step")
+
+
+def scratch_repository(built: Path, workdir: Path) -> tuple[Path, list[str]]:
+    """The models compared, copied from ``built`` (left untouched) with the benchmark's variants:
+    ``iris_xgb__nobatch`` (no dynamic batching), the MLP built by build-repo, ``mlp_large__x2``
+    (two instances). Returns the repository and the ensembles found."""
+    mlp_source = workdir / "mlp_source"
+    mlp_source.mkdir()
+    mlp_onnx(mlp_source / f"{MLP}.onnx")
+    mlp_built = workdir / "mlp_built"
+    results = build_repository(mlp_source, mlp_built, BuildOptions(device="cpu"))
+    if not all(r.ok for r in results):
+        raise SystemExit("build failed: " + "; ".join(f"{r.name}: {r.reason}" for r in results if not r.ok))
+    repo = workdir / "serve"
+    repo.mkdir()
+    ensembles = [e for e in ENSEMBLES if (built / e).is_dir()]
+    for name in {SMALL, *ensembles, *(s for e in ensembles for s in steps_of(built, e))}:
+        shutil.copytree(built / name, repo / name)
+    shutil.copytree(mlp_built / MLP, repo / MLP)
+    variant(repo, SMALL, f"{SMALL}__nobatch", lambda c: c.ClearField("dynamic_batching"))
+    variant(repo, MLP, f"{MLP}__x2", lambda c: [g.__setattr__("count", 2) for g in c.instance_group])
+    return repo, ensembles
+
+
+def request_rows(repo: Path, model: str) -> dict[str, np.ndarray]:
+    """One row of ``model``'s samples; strings as UTF-8 bytes (what both generators send)."""
+    return {k: (np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])(a) if a.dtype == object else a)
+            for k, a in one_row(repo, model).items()}
+
+
+def in_process(onnx_path: Path, width: int, seconds: float) -> dict[int, float]:
+    """ONNX Runtime in this process, no server, no client: rows/s by batch size."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     rates = {}
     for batch in (1, 8, 32, 64):
-        x = rng.random((batch, 1024), dtype=np.float32)
+        x = rng.random((batch, width), dtype=np.float32)
         session.run(None, {"input": x})
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
             session.run(None, {"input": x})
             count += 1
-        rates[batch] = count * batch / (time.perf_counter() - start)
-    best = max(rates, key=rates.get)
-    return rates[best], best, rates
+        rates[batch] = count * batch / (time.perf_counter() - started)
+    return rates
 
 
-FASTAPI_APP = '''
-"""The usual hand-written alternative: FastAPI + uvicorn, one ONNX Runtime call per request."""
-import sys
-import numpy as np
-import onnxruntime as ort
-from fastapi import FastAPI, Request
-
-session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-app = FastAPI()
-TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(double)": np.float64}
-
-
-@app.post("/v2/models/{model}/infer")
-async def infer(model: str, request: Request):
-    body = await request.json()
-    feed = {}
-    for item in body["inputs"]:
-        feed[item["name"]] = np.asarray(item["data"], dtype=np.float32).reshape(item["shape"])
-    names = [o.name for o in session.get_outputs()]
-    values = session.run(names, feed)
-    return {"model_name": model, "outputs": [
-        {"name": n, "shape": list(v.shape), "datatype": "FP32" if v.dtype == np.float32 else "INT64",
-         "data": v.reshape(-1).tolist()} for n, v in zip(names, values)]}
-
-
-if __name__ == "__main__":
-    import uvicorn
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-'''
-
-
-def start_fastapi(model_path: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    from tritonforge.serving.server import free_port
-
-    app = workdir / "fastapi_app.py"
-    app.write_text(FASTAPI_APP)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(app), str(model_path), str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    import urllib.request
-
-    for _ in range(300):  # bounded: 30 s
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=1)
-            return process, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("FastAPI server did not start")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _ratio(a: Measure, b: Measure) -> str:
-    ratio = f"{a.requests_per_s / b.requests_per_s:.2f}x"
-    errors = a.errors + b.errors
-    return f"{ratio} (invalid: {errors} failed requests)" if errors else ratio
-
-
-# ---- the run --------------------------------------------------------------------------------
+# ---- the run ----------------------------------------------------------------------------------
 @dataclass
 class Row:
     comparison: str
-    a: str
-    b: str
-    ratio: str
-    bound: str
+    pairs: dict[str, tuple[Figure | None, Figure | None]]  # target label -> (A, B)
     note: str = ""
+    unit: str = "req/s"
+    b_text: str = ""  # B when it is not a load figure (in-process)
+    b_rate: float = 0.0
 
 
 @dataclass
@@ -363,149 +252,131 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     sweep: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     details: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    load: list[tuple[str, tuple[float, float, float]]] = field(default_factory=list)
+    build: str = ""
 
 
-def _rate(m: Measure, unit="req/s") -> str:
-    value = m.rows_per_s if unit == "rows/s" else m.requests_per_s
-    err = f", {m.errors} errors, first: {m.first_error[:120]!r}" if m.errors else ""
-    return f"{value:,.0f} {unit} (p50 {m.p50_ms:.1f} ms, p99 {m.p99_ms:.1f} ms{err})"
-
-
-def build_times(workdir: Path) -> tuple[Path, float, float, int]:
-    sys.path.insert(0, str(ROOT / "examples"))
-    from tritonforge.builder import BuildOptions, build_repository
-    from train_models import train_examples
-
-    models = train_examples(workdir / "models")
-    repo = workdir / "built" / "model_repository"
-    start = time.perf_counter()
-    results = build_repository(models, repo, BuildOptions(allow_pickle=True))
-    cold = time.perf_counter() - start
-    start = time.perf_counter()
-    build_repository(models, repo, BuildOptions(allow_pickle=True))
-    noop = time.perf_counter() - start
-    return repo, cold, noop, len(results)
-
-
-def _samples_payload(repo: Path, model: str, spec):
-    from tritonforge.loadtests.payload import make_payload
-
-    return make_payload(spec, repo, source="auto", rows=1)
+def measure_target(target: Target, repo: Path, ensembles: list[str], args, report: Report) -> dict[str, Figure | None]:
+    """Every figure of one server, by key."""
+    s, c = args.seconds, args.connections
+    small, mlp = request_rows(repo, SMALL), {"input": np.random.default_rng(1).random((1, MLP_WIDTHS[0]), np.float32)}
+    got: dict[str, Figure | None] = {}
+    for label, model in (("batching on", SMALL), ("batching off", f"{SMALL}__nobatch")):
+        points = []
+        for n in sorted({*SWEEP, c}):
+            figure = measure(target, model, small, seconds=s, connections=n)
+            got[f"{label} c{n}"] = figure
+            if figure:
+                points.append((n, figure.rate))
+        report.sweep[f"{target.label}, {label}"] = points
+    got["grpc"] = measure(target, SMALL, small, seconds=s, connections=c, protocol="grpc")
+    got["json"] = measure(target, SMALL, small, seconds=s, connections=c, json_body=True)
+    got["mlp"] = measure(target, MLP, mlp, seconds=s, connections=c)
+    got["mlp x2"] = measure(target, f"{MLP}__x2", mlp, seconds=s, connections=c)
+    got["mlp 64 rows"] = measure(target, MLP, {"input": np.repeat(mlp["input"], 64, axis=0)}, seconds=s, connections=4, rows=64)
+    for ensemble in ensembles:
+        bare = bare_model(repo, ensemble)
+        got[ensemble] = measure(target, ensemble, request_rows(repo, ensemble), seconds=s, connections=c, protocol="grpc")
+        got[bare] = measure(target, bare, request_rows(repo, bare), seconds=s, connections=c, protocol="grpc")
+    return got
 
 
 def run(args) -> Report:
-    from tritonforge.clients.client import TritonClient
-    from tritonforge.loadtests.payload import http_body
-    from tritonforge.serving.server import serve
-
-    cores = os.cpu_count() or 1
     report = Report()
-    workdir = Path(tempfile.mkdtemp(prefix="tritonforge-bench-"))
+    report.load.append(("start", os.getloadavg()))
+    workdir = Path(tempfile.mkdtemp(prefix="tritonforge-compare-"))
     try:
-        print("building the examples (cold, then no-op) ...", flush=True)
-        built_here, cold, noop, count = build_times(workdir)
-        built = Path(args.repo) if args.repo else built_here
-        report.rows.append(Row("build-repo on the examples, cold vs no-op rebuild", f"{cold:.1f} s cold ({count} entries)",
-                               f"{noop:.2f} s no-op", f"{cold / max(noop, 1e-9):.0f}x",
-                               "converters and verification (one process)"))
-        scratch = workdir / "serve" / "model_repository"
-        scratch_repository(built, scratch)
-        print("serving a scratch copy ...", flush=True)
-        with serve(scratch, control_mode="none", ready_timeout=600) as server:
-            pid = server.process.pid
-            common = dict(processes=args.processes, seconds=args.seconds, server_pid=pid)
-            specs = {}
-            with TritonClient(server.grpc_url, "grpc") as client:
-                names = client.models()
-                for name in names:
-                    specs[name] = client.spec(name)
+        if args.repo:
+            built = args.repo.resolve()
+            report.build = "skipped (--repo given)"
+        else:
+            print("training and building the examples (cold, then no-op) ...", flush=True)
+            built, cold, noop, count = build_examples(workdir)
+            report.build = f"{cold:.1f} s cold ({count} entries), {noop:.2f} s no-op rebuild: {cold / max(noop, 1e-9):.0f}x"
+        repo, ensembles = scratch_repository(built, workdir)
+        c = args.connections
+        figures: dict[str, dict[str, Figure | None]] = {}
+        with serve(repo, control_mode="none", ready_timeout=600) as server:
+            print("serve-repo ...", flush=True)
+            target = Target("serve-repo", server.http_url, server.grpc_url, server.process.pid)
+            figures[target.label] = measure_target(target, repo, ensembles, args, report)
+        report.targets.append("serve-repo")
+        if args.backend_directory:
+            label = f"backends of {args.backend_directory.name}/"
+            models = [SMALL, f"{SMALL}__nobatch", MLP, f"{MLP}__x2", *ensembles, *(bare_model(repo, e) for e in ensembles)]
+            with ReferenceServer(repo, args.backend_directory, models) as reference:
+                print(f"tritonserver with {args.backend_directory} ...", flush=True)
+                target = Target(label, reference.http_url, reference.grpc_url, reference.pid)
+                figures[label] = measure_target(target, repo, ensembles, args, report)
+            report.targets.append(label)
+        print("FastAPI + uvicorn ...", flush=True)
+        plain = {}
+        for model, inputs in ((SMALL, request_rows(repo, SMALL)),
+                              (MLP, {"input": np.random.default_rng(1).random((1, MLP_WIDTHS[0]), np.float32)})):
+            with FastAPIServer(repo / model / "1" / "model.onnx") as fastapi:
+                plain[model] = measure(Target("FastAPI", fastapi.url, "", fastapi.pid), model, inputs,
+                                       seconds=args.seconds, connections=c, json_body=True)
+        print("in-process ONNX Runtime ...", flush=True)
+        rates = in_process(repo / MLP / "1" / "model.onnx", MLP_WIDTHS[0], min(args.seconds, 3))
+        best = max(rates, key=rates.get)
+        report.details.append("in-process ONNX Runtime on the MLP, rows/s by batch size: "
+                              + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()))
+        report.load.append(("end", os.getloadavg()))
 
-            def grpc_job(model, payload_model=None):
-                payload = _samples_payload(scratch, payload_model or model, specs[payload_model or model])
-                return {"kind": "grpc", "url": server.grpc_url, "model": model,
-                        "arrays": payload.arrays, "outputs": list(payload.outputs)}
+        def pairs(a: str, b: str, b_from: dict | None = None) -> dict:
+            return {t: (figures[t].get(a), (b_from or figures[t]).get(b)) for t in report.targets}
 
-            # 1. dynamic batching on vs off, and the sweep for the plot
-            for label, model in (("batching on", SMALL_MODEL), ("batching off", f"{SMALL_MODEL}__nobatch")):
-                report.sweep[label] = []
-                for c in SWEEP:
-                    m = drive(f"{model} c={c}", grpc_job(model, SMALL_MODEL), concurrency=c, **common)
-                    print(f"  {label:13s} c={c:3d}: {_rate(m)}", flush=True)
-                    report.sweep[label].append((c, m.requests_per_s))
-                    if c == CONCURRENCY:
-                        report.details.append(f"{label}: {_rate(m)}; {m.bound(cores)}")
-                        if label == "batching on":
-                            on = m
-                        else:
-                            off = m
-            report.rows.append(Row(f"dynamic batching on vs off ({SMALL_MODEL}, {CONCURRENCY} clients, gRPC)",
-                                   _rate(on), _rate(off), _ratio(on, off),
-                                   f"on: {on.bound(cores)}; off: {off.bound(cores)}"))
-
-            # 2. served vs in-process at the best batch size (compute-heavy model)
-            best, batch, rates = in_process_best(scratch / HEAVY_MODEL / "1" / "model.onnx", min(args.seconds, 4))
-            report.details.append("in-process ONNX Runtime, rows/s by batch size: "
-                                  + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()))
-            rng = np.random.default_rng(1)
-            heavy_job = {"kind": "grpc", "url": server.grpc_url, "model": HEAVY_MODEL,
-                         "arrays": {"input": rng.random((1, 1024), dtype=np.float32)}, "outputs": ["output"]}
-            served = drive(HEAVY_MODEL, heavy_job, concurrency=CONCURRENCY, **common)
-            batched = drive(f"{HEAVY_MODEL} x64", {**heavy_job, "arrays": {"input": rng.random((64, 1024), dtype=np.float32)}},
-                            concurrency=4, rows=64, **common)
-            report.details.append(f"served {HEAVY_MODEL}, 4 clients x 64 rows per request: {_rate(batched, 'rows/s')} "
-                                  f"= {batched.rows_per_s / best:.2f}x of the in-process best; {batched.bound(cores)}")
-            print(f"  served {HEAVY_MODEL}: {_rate(served, 'rows/s')}; in-process best {best:,.0f} rows/s at batch {batch}", flush=True)
-            report.rows.append(Row(f"served vs in-process ONNX Runtime ({HEAVY_MODEL}: 4x1024 MLP, {CONCURRENCY} clients x 1 row, gRPC)",
-                                   _rate(served, "rows/s"), f"{best:,.0f} rows/s in-process at batch {batch}",
-                                   f"{served.rows_per_s / best:.2f}x of the compute limit", served.bound(cores),
-                                   "in-process: ONNX Runtime alone, no server, no client"))
-
-            # 3. Triton vs FastAPI + uvicorn, same JSON body over HTTP
-            payload = _samples_payload(scratch, SMALL_MODEL, specs[SMALL_MODEL])
-            body, headers = http_body(payload, binary=False)
-            triton_http = drive("triton http", {"kind": "http", "url": f"http://{server.http_url}/v2/models/{SMALL_MODEL}/infer",
-                                                "body": body, "headers": headers}, concurrency=CONCURRENCY, **common)
-            fastapi, fastapi_url = start_fastapi(scratch / SMALL_MODEL / "1" / "model.onnx", workdir)
-            try:
-                plain = drive("fastapi", {"kind": "http", "url": f"http://{fastapi_url}/v2/models/{SMALL_MODEL}/infer",
-                                          "body": body, "headers": {"Content-Type": "application/json"}},
-                              concurrency=CONCURRENCY, **{**common, "server_pid": fastapi.pid})
-            finally:
-                stop(fastapi)
-            print(f"  triton http: {_rate(triton_http)}; fastapi: {_rate(plain)}", flush=True)
-            report.rows.append(Row(f"Triton vs FastAPI + uvicorn ({SMALL_MODEL}, {CONCURRENCY} clients, HTTP JSON)",
-                                   _rate(triton_http), _rate(plain),
-                                   _ratio(triton_http, plain),
-                                   f"Triton: {triton_http.bound(cores)}; FastAPI: {plain.bound(cores)}",
-                                   "FastAPI: one worker, one ONNX Runtime call per request, no batching"))
-
-            # 4. ensembles vs their bare model
-            ensembles = [n for n in names if specs[n].is_ensemble]
-            if not ensembles:
-                report.rows.append(Row("ensemble vs its bare model", "-", "-", "skipped", "-",
-                                       "the repository has no ensemble (platform \"ensemble\")"))
-            for ensemble in ensembles:
-                bare = _bare_model(scratch, ensemble)
-                e = drive(ensemble, grpc_job(ensemble), concurrency=CONCURRENCY, **common)
-                b = drive(bare, grpc_job(bare), concurrency=CONCURRENCY, **common)
-                print(f"  {ensemble}: {_rate(e)}; {bare}: {_rate(b)}", flush=True)
-                report.rows.append(Row(f"ensemble vs its bare model ({ensemble} vs {bare}, {CONCURRENCY} clients, gRPC)",
-                                       _rate(e), _rate(b), _ratio(e, b),
-                                       f"ensemble: {e.bound(cores)}; bare: {b.bound(cores)}",
-                                       "ensemble: raw rows/images in, pre- and postprocessing steps on the server"))
+        report.rows += [
+            Row(f"dynamic batching on vs off ({SMALL}, {c} connections, HTTP)", pairs(f"batching on c{c}", f"batching off c{c}")),
+            Row(f"gRPC (h2load) vs HTTP (wrk) ({SMALL}, batching on, {c} in flight)", pairs("grpc", f"batching on c{c}"),
+                "both binary tensors; gRPC: one HTTP/2 connection per call in flight"),
+            Row(f"Triton vs FastAPI + uvicorn ({SMALL}, {c} connections, HTTP)", pairs(f"batching on c{c}", SMALL, plain),
+                "Triton: binary tensors; FastAPI: JSON, one worker, one ONNX Runtime call per request"),
+            Row(f"Triton vs FastAPI + uvicorn, the same JSON body ({SMALL}, {c} connections)", pairs("json", SMALL, plain)),
+            Row(f"Triton vs FastAPI + uvicorn ({'-'.join(map(str, MLP_WIDTHS))} MLP, {c} connections, HTTP)",
+                pairs("mlp", MLP, plain), "Triton: binary tensors, dynamic batching; FastAPI: JSON"),
+            Row(f"two model instances vs one (the MLP, {c} connections, HTTP)", pairs("mlp x2", "mlp"),
+                "on 2 cores two instances share the cores that ONNX Runtime's threads already use"),
+            Row(f"served vs in-process ONNX Runtime (the MLP, {c} connections x 1 row)",
+                {t: (figures[t].get("mlp"), None) for t in report.targets}, "in-process: ONNX Runtime alone, no server, no client",
+                unit="rows/s", b_text=f"{rates[best]:,.0f} rows/s at batch {best}", b_rate=rates[best]),
+        ]
+        for ensemble in ensembles:
+            bare = bare_model(repo, ensemble)
+            report.rows.append(Row(f"ensemble vs its bare model ({ensemble} vs {bare}, {c} in flight, gRPC)",
+                                   pairs(ensemble, bare), "one raw row a request; the ensemble's steps run on the server"))
+        for t in report.targets:
+            heavy = figures[t].get("mlp 64 rows")
+            if heavy:
+                report.details.append(f"{t}: the MLP, 4 connections x 64 rows a request: {heavy.cell('rows/s')} = "
+                                      f"{heavy.rate * 64 / rates[best]:.2f}x of the in-process best; {heavy.bound()}")
+        for t in report.targets:
+            for n in sorted({*SWEEP, c}):
+                for label in ("batching on", "batching off"):
+                    f = figures[t].get(f"{label} c{n}")
+                    if f and n != c:
+                        report.details.append(f"{t}, {SMALL} {label}, {n} connections: {f.cell()}; {f.bound()}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return report
 
 
-def _bare_model(repo: Path, ensemble: str) -> str:
-    """The ensemble's step that is not a Python-backend step: the converted model itself."""
-    from tritonforge.serving.server import read_config
+# ---- the report -------------------------------------------------------------------------------
+def ratio(a: Figure | None, b: Figure | None, b_rate: float = 0.0) -> str:
+    if a is None or (b is None and not b_rate):
+        return "-"
+    text = f"{a.rate * a.rows / (b.rate * b.rows if b else b_rate):.2f}x"
+    failed = a.result.errors + (b.result.errors if b else 0)
+    return f"{text} (invalid: {failed} failed requests)" if failed else text
 
-    for step in read_config(repo / ensemble).ensemble_scheduling.step:
-        if read_config(repo / step.model_name).platform not in ("", "ensemble"):
-            return step.model_name
-    raise ValueError(f"ensemble '{ensemble}' has no model step")
+
+def bound_text(row: Row, target: str) -> str:
+    a, b = row.pairs[target]
+    parts = [f"A: {a.bound()}" if a else "A: -"]
+    if not row.b_text:
+        parts.append(f"B: {b.bound()}" if b else "B: -")
+    return "; ".join(parts)
 
 
 def plot(report: Report, path: Path) -> None:
@@ -514,65 +385,103 @@ def plot(report: Report, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for label, points in report.sweep.items():
-        ax.plot([c for c, _ in points], [r for _, r in points], marker="o", label=f"{SMALL_MODEL}, {label}")
+        if points:
+            ax.plot([n for n, _ in points], [r for _, r in points], marker="o", label=label,
+                    linestyle="--" if "off" in label else "-")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent clients (gRPC, 1 row per request)")
+    ax.set_xlabel("connections (wrk, HTTP, binary tensors, 1 row a request)")
     ax.set_ylabel("requests / s")
-    ax.set_title("Throughput against concurrency (serve-repo, CPU)")
+    ax.set_title(f"{SMALL}: throughput against concurrency ({CORES} CPU cores)")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def markdown(report: Report, args, png: Path) -> str:
+    load = ", ".join(f"{when} {a:.2f} {b:.2f} {c:.2f}" for when, (a, b, c) in report.load)
     lines = [
-        "# Benchmarks",
-        "",
-        "Generated by `python benchmarks/compare.py` (one run, one machine; "
-        f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-        f"no GPU; the real tritonserver from nvidia-pytriton with the CPU Python backends).",
-        f"Each figure is {args.seconds:.0f} s of closed-loop load from {args.processes} client processes; "
-        "the absolute numbers depend on the box and on whatever else runs on it, the ratios are the result.",
-        "",
-        "| comparison | A | B | A / B | bounded by | note |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in report.rows:
-        lines.append(f"| {r.comparison} | {r.a} | {r.b} | **{r.ratio}** | {r.bound} | {r.note} |")
-    lines += ["", f"![throughput against concurrency]({png.name})", "", "Details:", ""]
-    lines += [f"- {d}" for d in report.details]
-    lines += [
-        "",
-        "How to read \"bounded by\": the CPU time of the server's process tree (Triton and its Python "
-        "backend stubs) and of the client processes is read from /proc over each run. A client that "
-        "keeps its processes busy is the limit (the Python client, as on small machines); when both "
-        "sides together fill the cores, the machine is; otherwise the server's own latency is.",
+        SECTION, "",
+        f"Measured {time.strftime('%Y-%m-%d')} in one run on {CORES} CPU cores "
+        f"({platform.processor() or platform.machine()}, no GPU), tritonserver 2.51.0 from nvidia-pytriton, Python "
+        f"{platform.python_version()}; load average (1, 5, 15 min) {load}. Load: wrk (HTTP, KServe v2 binary tensors) "
+        f"and h2load (gRPC, a pre-encoded ModelInferRequest), one generator thread, {args.seconds:g} s a figure "
+        "after a 1 s warm-up, one row a request. Every figure gives the generator's share of the machine's CPU.",
         "",
     ]
+    head = "| comparison |"
+    rule = "|---|"
+    for t in report.targets:
+        head += f" {t}: A | {t}: B | {t}: A / B |"
+        rule += "---|---|---|"
+    lines += [head + " note |", rule + "---|"]
+    for row in report.rows:
+        cells = []
+        for t in report.targets:
+            a, b = row.pairs[t]
+            cells += [a.cell(row.unit) if a else "-", row.b_text or (b.cell(row.unit) if b else "-"),
+                      f"**{ratio(a, b, row.b_rate)}**" if a and (b or row.b_rate) else "-"]
+        lines.append(f"| {row.comparison} | " + " | ".join(cells) + f" | {row.note} |")
+    if report.build:
+        lines += ["", f"build-repo on the examples: {report.build}."]
+    lines += ["", f"![throughput against concurrency]({png.name})", "",
+              "What bounded each figure (CPU the server's process tree, the generator and everything else on the "
+              "machine used during it, in cores; \"CPU\" where the machine's cores were at least 85% busy):", ""]
+    for row in report.rows:
+        for t in report.targets:
+            lines.append(f"- {row.comparison}, {t}: {bound_text(row, t)}")
+    lines += ["", "Details:", ""] + [f"- {d}" for d in report.details]
+    lines += ["", "Read with care: one run on a shared 2-core box, where the server, its Python stubs and the "
+              "generator share the cores, and other work on the machine shows as \"others\". The ratios are the "
+              "result; the absolute figures depend on the box.", ""]
     return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace this benchmark's section of ``path`` (the '## ' heading naming benchmarks/compare.py,
+    to the next '## ' heading), keeping the others; append it where there is none."""
+    old = path.read_text().splitlines() if path.exists() else ["# Benchmarks", ""]
+    start = next((i for i, l in enumerate(old) if l.startswith("## ") and "benchmarks/compare.py" in l), None)
+    if start is None:
+        kept = old + [""]
+        end = len(kept)
+        start = end
+    else:
+        kept = old
+        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+    new = kept[:start] + text.rstrip("\n").splitlines() + ([""] + kept[end:] if end < len(kept) else [])
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("\n".join(new).rstrip("\n") + "\n")
+    os.replace(temporary, path)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repo", type=Path, default=None, help="serve this built repository (the build is still timed)")
-    p.add_argument("--seconds", type=float, default=6.0, help="seconds per measurement (default 6)")
-    p.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds of load per figure, after 1 s of warm-up (default 5)")
+    p.add_argument("--connections", type=int, default=32, help="requests in flight (default 32)")
+    p.add_argument("--backend-directory", type=Path, default=None,
+                   help="a folder of Triton backends (e.g. the NGC image's /opt/tritonserver/backends): adds a column")
+    p.add_argument("--repo", type=Path, default=None, help="a repository build-repo made from the examples (skips the build row)")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="Markdown file whose section to write")
     args = p.parse_args(argv)
+    if args.seconds <= 0 or args.seconds > 60:
+        p.error("--seconds must be in (0, 60]")
+    if args.backend_directory and not args.backend_directory.is_dir():
+        p.error(f"--backend-directory {args.backend_directory}: no such folder")
+    # A stopped run still stops its servers (the context managers' exits run on SystemExit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(args)
     png = args.out.with_name("benchmarks_concurrency.png")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot(report, png)
-    args.out.write_text(markdown(report, args, png))
-    print()
-    for r in report.rows:
-        print(f"{r.ratio:>28}  {r.comparison}")
-    print(f"\nwrote {args.out} and {png}")
-    print(json.dumps([r.__dict__ for r in report.rows], indent=1))
+    text = markdown(report, args, png)
+    write_section(args.out, text)
+    print("\n" + text)
+    print(f"wrote {args.out} (its compare section) and {png}")
+    print(json.dumps({r.comparison: {t: ratio(*r.pairs[t], r.b_rate) for t in report.targets} for r in report.rows}, indent=1))
     return 0
 
 

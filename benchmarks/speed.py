@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
+from harness import ReferenceServer, one_row  # noqa: E402  (benchmarks/harness.py, shared with compare.py)
 from tritonforge.builder import BuildOptions, build_repository  # noqa: E402
 from tritonforge.loadtests.native import LoadResult, run_wrk  # noqa: E402
 from tritonforge.repository import latest_samples, read_samples  # noqa: E402
@@ -109,11 +110,6 @@ def build(workdir: Path) -> Path:
     return repo
 
 
-def one_row(repo: Path, model: str) -> dict[str, np.ndarray]:
-    samples = read_samples(latest_samples(repo / model))
-    return {name: value[:1].astype(object) if value.dtype.kind in "US" else value[:1] for name, value in samples.inputs.items()}
-
-
 def rows_for(model: str, repo: Path) -> dict[str, np.ndarray]:
     if model in SHAPES:
         return {"input": np.random.default_rng(0).random((1, SHAPES[model][0]), np.float32)}
@@ -136,50 +132,6 @@ def unbatched(server, model: str) -> None:
 def measure(url: str, model: str, repo: Path, seconds: float) -> LoadResult:
     run_wrk(url, model, rows_for(model, repo), connections=CONNECTIONS, seconds=1)  # warm up
     return run_wrk(url, model, rows_for(model, repo), connections=CONNECTIONS, seconds=seconds)
-
-
-class ReferenceServer:
-    """tritonserver with the backends of ``backends`` (its onnxruntime) plus the Python backend."""
-
-    def __init__(self, repo: Path, backends: Path, models: list[str]) -> None:
-        self.repo, self.backends, self.models = repo, backends, models
-
-    def __enter__(self):
-        self.workdir = Path(tempfile.mkdtemp(prefix="tritonforge-reference-"))
-        triton.make_backends_dir(self.workdir)
-        shutil.rmtree(self.workdir / "backends" / "onnxruntime")
-        shutil.copytree(self.backends / "onnxruntime", self.workdir / "backends" / "onnxruntime")
-        self.http = triton.free_port()
-        paths = triton.tritonserver_paths()
-        argv = [str(paths["binary"]), f"--model-repository={self.repo}", f"--backend-directory={self.workdir / 'backends'}",
-                "--model-control-mode=explicit", "--model-config-name=cpu", "--http-address=127.0.0.1",
-                "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1", f"--http-port={self.http}",
-                f"--grpc-port={triton.free_port()}", f"--metrics-port={triton.free_port()}",
-                *(f"--load-model={m}" for m in self.models)]
-        self.process, self.log = triton.launch(argv, self.workdir, self.workdir / "log.txt")
-        triton.wait_live(self.process, self.url, 120, lambda: (self.workdir / "log.txt").read_text()[-2000:])
-        deadline = time.monotonic() + 120
-        import urllib.request
-
-        for model in self.models:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://{self.url}/v2/models/{model}/ready", timeout=2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"reference server: {model} not ready: " + (self.workdir / "log.txt").read_text()[-2000:])
-                    time.sleep(0.5)
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.http}"
-
-    def __exit__(self, *exc):
-        triton.terminate(self.process, 20)
-        self.log.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 FASTAPI_APP = '''
