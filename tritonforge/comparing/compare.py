@@ -110,7 +110,8 @@ def compare_models(client: TritonClient, entries: list[Entry], data: DataSet, *,
             say(f"{entry.label}: measuring with wrk, {options.concurrency} connections for {options.duration_s:g} s")
             cost = measure(http_url, entry, spec, data.inputs_for(spec), concurrency=options.concurrency,
                            seconds=options.duration_s, rows_per_request=options.rows_per_request)
-            say(f"{entry.label}: {cost.requests_per_s:,.0f} req/s, p99 {cost.p99_ms:.1f} ms")
+            failed = f", {cost.errors} failed requests (see the server's log)" if cost.errors else ""
+            say(f"{entry.label}: {cost.requests_per_s:,.0f} req/s, p99 {cost.p99_ms:.1f} ms{failed}")
             reports[i] = ModelReport(entry, reports[i].signature, reports[i].answers, reports[i].quality, cost)
     agreements = tuple(agreement(reports[0].answers, r.answers, data.target) for r in reports[1:])
     verdicts = tuple(judge(reports[0], r, a, options.thresholds) for r, a in zip(reports[1:], agreements))
@@ -147,7 +148,8 @@ def judge(baseline: ModelReport, candidate: ModelReport, agreed: Agreement, thre
         ratio = speedup(baseline, candidate)
         ok = ratio is not None and ratio >= thresholds.min_speedup
         passed &= ok
-        reasons.append(f"speedup {ratio:.2f}x {'>=' if ok else '<'} {thresholds.min_speedup:g}x")
+        shown = "not measured" if ratio is None else f"{ratio:.2f}x"
+        reasons.append(f"speedup {shown} {'>=' if ok else '<'} {thresholds.min_speedup:g}x")
     if thresholds.max_quality_drop is not None:
         drop = quality_drop(baseline, candidate)
         ok = drop is not None and drop <= thresholds.max_quality_drop
