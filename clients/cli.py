@@ -30,8 +30,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version", default="", help="version to call (default: the server's choice)")
     p.add_argument("--output", "-o", dest="outputs", action="append", default=None, metavar="NAME",
                    help="output to ask for (repeatable; default all)")
-    p.add_argument("--top-k", type=int, default=3,
-                   help="classes per row for outputs with labels (0: raw scores; default 3)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="classes per row for outputs with labels (0: raw scores; default: the ensemble's "
+                        "classify top_k, else 3)")
     p.add_argument("--async", dest="asynchronous", action="store_true", help="use the asyncio client")
     p.add_argument("--json-data", action="store_true", help="HTTP: send tensors as JSON, not binary")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the answer as JSON")
@@ -41,16 +42,16 @@ def parser() -> argparse.ArgumentParser:
 
 def _run_sync(args):
     with TritonClient(args.url, args.protocol, timeout=args.timeout) as client:
-        arrays = read_inputs(args.inputs, client.spec(args.model, args.model_version))
-        return client.infer(args.model, arrays, version=args.model_version, outputs=args.outputs,
-                            top_k=args.top_k, binary=not args.json_data)
+        spec = client.spec(args.model, args.model_version)
+        return client.infer(args.model, read_inputs(args.inputs, spec), version=args.model_version, outputs=args.outputs,
+                            top_k=spec.top_k(args.top_k), binary=not args.json_data)
 
 
 async def _run_async(args):
     async with AsyncTritonClient(args.url, args.protocol, timeout=args.timeout) as client:
-        arrays = read_inputs(args.inputs, await client.spec(args.model, args.model_version))
-        return await client.infer(args.model, arrays, version=args.model_version, outputs=args.outputs,
-                                  top_k=args.top_k, binary=not args.json_data)
+        spec = await client.spec(args.model, args.model_version)
+        return await client.infer(args.model, read_inputs(args.inputs, spec), version=args.model_version,
+                                  outputs=args.outputs, top_k=spec.top_k(args.top_k), binary=not args.json_data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,20 +25,8 @@ def _values(array: np.ndarray) -> str:
 def format_text(result: InferResult) -> str:
     """One block per output; a classified output shows each row's classes as 'label (score)'."""
     lines = [f"{result.model} (version {result.version})"]
-    # A classify step (ensembles) answers LABELS and SCORES side by side: show them as pairs.
-    paired = {}
-    labels, scores = result.outputs.get("LABELS"), result.outputs.get("SCORES")
-    if labels is not None and scores is not None and labels.shape == scores.shape and labels.ndim == 2:
-        paired = {"LABELS", "SCORES"}
-        lines.append(f"  LABELS, SCORES: top {labels.shape[1]} classes per row")
-        for i, (row_labels, row_scores) in enumerate(zip(labels, scores)):
-            shown = ", ".join(f"{_values(np.array([lab], dtype=object))} ({score:.4f})"
-                              for lab, score in zip(row_labels, row_scores))
-            lines.append(f"    row {i}: {shown}")
     for name, array in result.outputs.items():
-        if name in paired:
-            continue
-        if name in result.classes:
+        if name in result.classes:  # a labelled output (a classifier, or an ensemble that classifies)
             rows = result.classes[name]
             lines.append(f"  {name}: top {len(rows[0]) if rows else 0} classes per row")
             for i, row in enumerate(rows):
@@ -71,16 +59,6 @@ def _class_names(result: InferResult, rows: np.ndarray) -> dict[int, str]:
     return known if all(int(v) in known for v in rows.reshape(-1)) else {}
 
 
-def _ensemble_classes(result: InferResult) -> dict[str, list[list[dict]]]:
-    """A classify step's LABELS and SCORES as the same {label, score} rows as a classified output."""
-    labels, scores = result.outputs.get("LABELS"), result.outputs.get("SCORES")
-    if labels is None or scores is None or labels.shape != scores.shape or labels.ndim != 2:
-        return {}
-    decode = (lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-    return {"LABELS": [[{"label": decode(lab), "score": float(score)} for lab, score in zip(row_labels, row_scores)]
-                       for row_labels, row_scores in zip(labels, scores)]}
-
-
 def to_json(result: InferResult) -> dict:
     """A JSON-ready dict: outputs as nested lists, classes as {label, score, index} rows."""
     def plain(array):
@@ -93,11 +71,8 @@ def to_json(result: InferResult) -> dict:
         "model": result.model,
         "version": result.version,
         "outputs": {name: plain(array) for name, array in result.outputs.items() if name not in result.classes},
-        "classes": {
-            **{name: [[{"label": c.label, "score": c.score, "index": c.index} for c in row] for row in rows]
-               for name, rows in result.classes.items()},
-            **_ensemble_classes(result),
-        },
+        "classes": {name: [[{"label": c.label, "score": c.score, "index": c.index} for c in row] for row in rows]
+                    for name, rows in result.classes.items()},
     }
 
 

@@ -3,6 +3,7 @@
     spec = ModelSpec.from_server(metadata, config)      # dicts from HTTP, or gRPC as_json
     spec.input("input")          # TensorSpec('input', dtype('float32'), (-1, 4)); .datatype == 'FP32'
     spec.labelled_outputs        # ('probabilities',): outputs with a label_filename
+    spec.default_top_k           # 2: the class count the model's build asks clients for (0: none set)
 
 HTTP and gRPC return the same documents except that gRPC's JSON writes 64-bit integers as
 strings ("-1"); both are read into the same values here.
@@ -12,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tritonforge.repository import TensorSpec, numpy_dtype
+
+# An ensemble built with ``postprocess: {step: classify, top_k: N}`` records N here (see ensembles/).
+TOP_K_PARAMETER = "tritonforge_top_k"
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class ModelSpec:
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int = 0
     labelled_outputs: tuple[str, ...] = ()
+    default_top_k: int = 0
 
     @classmethod
     def from_server(cls, metadata: dict, config: dict) -> "ModelSpec":
@@ -44,7 +49,12 @@ class ModelSpec:
             outputs=tensors(metadata.get("outputs")),
             max_batch_size=int(config.get("max_batch_size", 0) or 0),
             labelled_outputs=tuple(o["name"] for o in config.get("output", ()) if o.get("label_filename")),
+            default_top_k=_top_k(config),
         )
+
+    def top_k(self, asked: int | None, fallback: int = 3) -> int:
+        """Classes per row to ask for: what the caller asked, else the build's default, else ``fallback``."""
+        return asked if asked is not None else (self.default_top_k or fallback)
 
     @property
     def is_ensemble(self) -> bool:
@@ -65,3 +75,8 @@ class ModelSpec:
             return f"{t.name}:{t.datatype}[{','.join(str(d) for d in t.shape)}]"
 
         return f"{', '.join(one(t) for t in self.inputs)} -> {', '.join(one(t) for t in self.outputs)}"
+
+
+def _top_k(config: dict) -> int:
+    value = (config.get("parameters") or {}).get(TOP_K_PARAMETER, {}).get("string_value", "")
+    return int(value) if value.isdigit() else 0

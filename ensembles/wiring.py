@@ -3,6 +3,10 @@
 Triton's rules, checked here: every step input is fed by the ensemble's input or an earlier
 step's output of the same dtype and dims; the ensemble's ``max_batch_size`` is no larger than
 any step's; ensembles take no ``instance_group``.
+
+An ensemble's outputs are its last stage's, ``label_filename`` included: Triton reads that file
+from the ensemble's own folder (the build writes the model's labels there), so the ensemble
+answers labels with scores through the classification extension exactly as its model does.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from tritonforge.errors import BuildError
 from tritonforge.repository import TensorSpec
 from tritonforge.repository.config import data_type as triton_type
 
-from .library import STEP_PARAMETER, StepModel, settings_json
+from .library import STEP_PARAMETER, TOP_K_PARAMETER, Classification, StepModel, settings_json
 
 STEP_QUEUE_DELAY_US = 100
 
@@ -38,12 +42,21 @@ def step_config(name: str, step: StepModel, max_batch_size: int) -> mc.ModelConf
     return config
 
 
-def ensemble_config(name: str, chain: list[mc.ModelConfig]) -> mc.ModelConfig:
-    """Wire ``chain`` (configs in order) by tensor names into one ensemble config, after checking it."""
+def ensemble_config(name: str, chain: list[mc.ModelConfig], classification: Classification | None = None) -> mc.ModelConfig:
+    """Wire ``chain`` (configs in order) by tensor names into one ensemble config, after checking it.
+
+    With ``classification`` the ensemble answers only the scores output (with its labels file) and
+    records the default class count as the ``tritonforge_top_k`` parameter."""
     max_batch_size = min(c.max_batch_size for c in chain)
     config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
     config.input.extend(chain[0].input)
-    config.output.extend(chain[-1].output)
+    outputs = chain[-1].output
+    if classification:
+        outputs = [o for o in outputs if o.name == classification.output.name]
+        if not outputs or not outputs[0].label_filename:
+            raise BuildError(f"ensemble '{name}': output '{classification.output.name}' has no labels file to classify with")
+        config.parameters[TOP_K_PARAMETER].string_value = str(classification.top_k)
+    config.output.extend(outputs)
     # Triton refuses an ensemble tensor that nothing reads ("ensemble tensor 'label' is unused"):
     # map only the outputs that a later step or the ensemble's own outputs consume.
     consumed = {t.name for stage in chain[1:] for t in stage.input} | {t.name for t in config.output}

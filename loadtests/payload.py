@@ -8,6 +8,9 @@ Samples come from ``<repo>/<model>/<latest version>/samples.npz`` (what build-re
 they are inputs the model accepts); an ensemble with no samples of its own, or a run given no
 repository, falls back to tensors made from the metadata (zeros-to-one floats, small integers,
 short strings), which any numeric model accepts.
+
+Outputs with a labels file are asked for as clients ask for them: labels with scores from
+Triton's classification extension, ``class_count`` = the model's default top-k (``triton-infer``'s).
 """
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ class Payload:
     arrays: dict[str, np.ndarray]
     outputs: tuple[str, ...]
     source: str
+    class_counts: tuple[tuple[str, int], ...] = ()  # (labelled output, classes per row) asked of the server
+
+    def class_count(self, output: str) -> int:
+        return dict(self.class_counts).get(output, 0)
 
 
 def samples_path(repo: Path, model: str) -> Path | None:
@@ -84,8 +91,9 @@ def make_payload(spec: ModelSpec, repo: Path | None = None, *, source: str = "au
         raise PayloadError(f"unknown payload source '{source}' (choose {', '.join(PAYLOAD_SOURCES)})")
     path = samples_path(repo, spec.name) if repo is not None else None
     outputs = tuple(t.name for t in spec.outputs)
+    classes = tuple((name, spec.top_k(None)) for name in outputs if name in spec.labelled_outputs)
     if source in ("auto", "samples") and path is not None:
-        return Payload(spec.name, _from_samples(spec, path, rows), outputs, f"samples {path}")
+        return Payload(spec.name, _from_samples(spec, path, rows), outputs, f"samples {path}", classes)
     if source == "samples":
         raise PayloadError(
             f"model '{spec.name}' has no samples.npz in {repo or 'the repository'} "
@@ -96,7 +104,7 @@ def make_payload(spec: ModelSpec, repo: Path | None = None, *, source: str = "au
             f"ensemble '{spec.name}' takes BYTES ({spec.describe()}) and has no samples.npz: "
             "encoded payloads cannot be made up from metadata"
         )
-    return Payload(spec.name, _from_metadata(spec, rows, seed), outputs, "metadata")
+    return Payload(spec.name, _from_metadata(spec, rows, seed), outputs, "metadata", classes)
 
 
 def http_body(payload: Payload, *, binary: bool = True) -> tuple[bytes, dict[str, str]]:
@@ -110,7 +118,8 @@ def http_body(payload: Payload, *, binary: bool = True) -> tuple[bytes, dict[str
         tensor = httpclient.InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array, binary_data=binary)
         inputs.append(tensor)
-    outputs = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in payload.outputs]
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=binary, class_count=payload.class_count(name))
+               for name in payload.outputs]
     body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
     if isinstance(body, str):
         body = body.encode("utf-8")
@@ -131,4 +140,4 @@ def grpc_inputs(payload: Payload):
         tensor = grpcclient.InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    return inputs, [grpcclient.InferRequestedOutput(name) for name in payload.outputs]
+    return inputs, [grpcclient.InferRequestedOutput(name, class_count=payload.class_count(name)) for name in payload.outputs]

@@ -4,7 +4,10 @@ For every model of the repository and each protocol (HTTP, gRPC): the server's c
 contain the file's (every field the file sets, same value; Triton fills the rest with
 defaults; KIND_GPU served as KIND_CPU on a host without GPU is accepted and noted), and the
 stored samples (``<version>/samples.npz``: ``input/<name>``, ``output/<name>``, ``atol``,
-``rtol``) sent to each READY version must come back within the entry's tolerance.
+``rtol``) sent to each READY version must come back within the entry's tolerance. An output with
+a labels file (a classifier, an ensemble that classifies) is asked for once more with Triton's
+classification extension, for every class: each "score:index:label" must name the labels file's
+class at that index, with the stored score for it, best first.
 
     rows = check_repository(Path("model_repository"), http_url="127.0.0.1:8000",
                             grpc_url="127.0.0.1:8001")
@@ -166,13 +169,15 @@ class _Protocol:
             rows = [(m.name, m.version, m.state) for m in index.models]
         return sorted((v for n, v, s in rows if n == model and s == "READY"), key=lambda v: int(v) if v.isdigit() else 0)
 
-    def infer(self, model: str, version: str, arrays: dict[str, tuple[np.ndarray, str]], outputs: list[str]):
+    def infer(self, model: str, version: str, arrays: dict[str, tuple[np.ndarray, str]], outputs: list[str],
+              class_count: int = 0):
+        """``class_count`` > 0 asks for every output as labels with scores (the classification extension)."""
         inputs = []
         for name, (array, datatype) in arrays.items():
             tensor = self.module.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        requested = [self.module.InferRequestedOutput(n) for n in outputs]
+        requested = [self.module.InferRequestedOutput(n, class_count=class_count) for n in outputs]
         result = self.client.infer(model, inputs, model_version=version, outputs=requested)
         return {n: result.as_numpy(n) for n in outputs}
 
@@ -215,9 +220,43 @@ def check_version(proto: _Protocol, model: str, version: str, config, samples_pa
         worst = max(worst, diff)
         if not ok:
             problems.append(f"output '{n}': {why}")
+    labelled = [o for o in config.output if o.label_filename and o.name in out_names]
+    for output in labelled:
+        labels = (samples_path.parent.parent / output.label_filename).read_text().splitlines()
+        classes = []
+        for start, stop in chunks:
+            arrays = {name: (_as_wire(samples.inputs[name][start:stop] if mbs > 0 else samples.inputs[name], t), kserve_type(t))
+                      for name, t in types.items()}
+            classes.append(proto.infer(model, version, arrays, [output.name], class_count=len(labels))[output.name])
+        why = compare_classes(np.concatenate(classes, axis=0), samples.outputs[output.name], labels, samples.atol, samples.rtol)
+        if why:
+            problems.append(f"output '{output.name}' classified: {why}")
     if problems:
         return False, "; ".join(problems)
-    return True, f"{rows} rows, {len(out_names)} output{'' if len(out_names) == 1 else 's'}, max |diff| {worst:.2g}"
+    classified = f", labels with scores of {', '.join(o.name for o in labelled)}" if labelled else ""
+    return True, f"{rows} rows, {len(out_names)} output{'' if len(out_names) == 1 else 's'}, max |diff| {worst:.2g}{classified}"
+
+
+def compare_classes(served: np.ndarray, expected: np.ndarray, labels: list[str], atol: float, rtol: float) -> str:
+    """Why Triton's "score:index:label" answers disagree with the expected scores ('' if they agree):
+    every label must be the labels file's at its index, every score the expected one for that class,
+    best first."""
+    expected = expected.reshape(len(expected), -1).astype(np.float64)
+    served = served.reshape(len(expected), -1)
+    for row, (items, scores) in enumerate(zip(served, expected)):
+        previous = np.inf
+        for item in items:
+            text = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+            score, index, label = (text.split(":", 2) + [""])[:3]
+            index = int(index)
+            if index >= len(labels) or label != labels[index]:
+                return f"row {row}: class {index} named {label!r}, the labels file says {labels[index] if index < len(labels) else 'nothing'!r}"
+            if abs(float(score) - scores[index]) > atol + rtol * abs(scores[index]):
+                return f"row {row}: score {float(score):.6g} for {label!r}, expected {scores[index]:.6g}"
+            if float(score) > previous:
+                return f"row {row}: classes not best first ({label!r} after a lower score)"
+            previous = float(score)
+    return ""
 
 
 def check_repository(repo: Path, *, http_url: str, grpc_url: str, models=None, protocols=PROTOCOLS,

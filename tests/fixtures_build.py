@@ -22,8 +22,8 @@ EXAMPLE_FORMATS = {"wine_lgbm": "fil"}
 # The examples' sidecars ask for a tabular ensemble (churn_pipeline), an image ensemble (digits_cnn)
 # and a user step (house_price_xgb: examples/house_features.py).
 EXAMPLE_ENSEMBLES = ("churn_pipeline_ensemble", "digits_cnn_ensemble", "house_price_xgb_ensemble")
-EXAMPLE_STEPS = ("churn_pipeline_preprocess", "churn_pipeline_postprocess", "digits_cnn_preprocess", "digits_cnn_postprocess",
-                 "house_price_xgb_preprocess")
+# Python steps only parse (rows, images, text lines): classify is Triton's classification extension, no step.
+EXAMPLE_STEPS = ("churn_pipeline_preprocess", "digits_cnn_preprocess", "house_price_xgb_preprocess")
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -92,19 +92,27 @@ def test_text_output_names_a_classifiers_label_output(served_examples, capsys):
     assert block[1].strip() == f"row 0: {labels[expected[0]]} ({expected[0]})"
 
 
-def test_json_output_gives_an_ensembles_labels_as_classes(served_examples, capsys):
+def test_an_ensemble_that_classifies_answers_its_builds_top_k_labels_with_scores(served_examples, capsys):
     from fixtures_clients import ensembles_in
 
     server, repo = served_examples
     if "digits_cnn_ensemble" not in ensembles_in(repo):
         pytest.skip("no digits_cnn_ensemble in the built repository")
+    samples = _samples(repo, "digits_cnn_ensemble")
     code, out, _ = _cli(capsys, "digits_cnn_ensemble", "--input", samples_path(repo, "digits_cnn_ensemble"),
                         "-u", server.http_url, "--json")
     assert code == 0
-    answer = json.loads(out)
-    rows = answer["classes"]["LABELS"]
-    assert [[c["label"] for c in row] for row in rows] == answer["outputs"]["LABELS"]
-    assert all(row[0]["score"] >= row[-1]["score"] for row in rows)
+    rows = json.loads(out)["classes"]["digit"]
+    # No --top-k: the sidecar's `postprocess: {step: classify, top_k: 3}`, which the ensemble's config records.
+    assert {len(row) for row in rows} == {3}
+    expected = samples["output/digit"]
+    for row, scores in zip(rows, expected):
+        assert [c["index"] for c in row] == list(np.argsort(-scores, kind="stable")[:3])
+        assert [c["label"] for c in row] == [str(c["index"]) for c in row]  # the digits' labels are the digits
+        assert np.allclose([c["score"] for c in row], scores[[c["index"] for c in row]], atol=1e-5)
+    code, out, _ = _cli(capsys, "digits_cnn_ensemble", "--input", samples_path(repo, "digits_cnn_ensemble"),
+                        "-u", server.http_url, "--top-k", "1")
+    assert code == 0 and "digit: top 1 classes per row" in out
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -234,6 +242,12 @@ def test_triton_infer_answers_each_ensemble_from_its_raw_samples(served_examples
     code, out, err = _cli(capsys, ensemble, "--input", samples_path(repo, ensemble), "-i", protocol,
                           "-u", _url(server, protocol), "--json")
     assert code == 0, err
-    outputs = json.loads(out)["outputs"]
+    answer = json.loads(out)
     for name in (k.removeprefix("output/") for k in samples if k.startswith("output/")):
-        assert _matches(outputs[name], samples[f"output/{name}"], samples["atol"], samples["rtol"]), name
+        expected = samples[f"output/{name}"]
+        if name in answer["classes"]:  # labels with scores: each score is the stored one for its class
+            for row, scores in zip(answer["classes"][name], expected.reshape(len(expected), -1)):
+                assert _matches([c["score"] for c in row], scores[[c["index"] for c in row]], samples["atol"], samples["rtol"]), name
+                assert [c["score"] for c in row] == sorted((c["score"] for c in row), reverse=True), name
+        else:
+            assert _matches(answer["outputs"][name], expected, samples["atol"], samples["rtol"]), name

@@ -11,7 +11,6 @@ from tritonforge.ensembles.library import load_template
 
 tabular = load_template("tabular")
 image = load_template("image")
-classify = load_template("classify")
 
 CHURN = {"format": "auto", "allow_missing": False, "outputs": [
     {"name": "city", "dtype": "string", "fields": ["city"]},
@@ -33,6 +32,38 @@ def test_json_and_csv_rows_give_the_same_tensors():
 def test_missing_numbers_become_nan_where_the_model_accepts_them():
     arrays = tabular.rows_to_inputs([b'{"sepal_length": 1, "petal_width": 2}', b"1,,,2"], IRIS)
     assert np.isnan(arrays["input"][:, 1:3]).all() and arrays["input"][:, [0, 3]].tolist() == [[1, 2], [1, 2]]
+
+
+def _row_by_row(rows, spec):
+    return tabular.to_arrays(tabular.read_rows(rows, spec), spec)
+
+
+@pytest.mark.parametrize("rows, spec", [
+    ([b'{"city": "nice", "age": 30, "income": 2500.5}', b'{"income": 1e3, "age": 61, "city": "paris"}'], CHURN),
+    ([b"nice,30,2500.5", b" lyon,44,3000 ", b"paris,1e2,-0.25"], CHURN),
+    ([b'{"sepal_length": 5.1, "sepal_width": NaN, "petal_length": 1, "petal_width": 0.2}'] * 3, IRIS),
+    ([b"5.1,3.5,1.4,0.2", b"6,nan,4,1.3"], IRIS),
+], ids=["JSON rows", "CSV lines", "JSON NaN where allowed", "CSV nan where allowed"])
+def test_a_batch_read_in_one_pass_gives_the_row_by_row_tensors(rows, spec):
+    fast = tabular.read_batch(rows, spec)
+    assert fast is not None  # nothing unusual: the one-pass reader took it
+    slow = _row_by_row(rows, spec)
+    for name, array in slow.items():
+        assert fast[name].dtype == array.dtype and fast[name].shape == array.shape
+        assert np.array_equal(fast[name], array, equal_nan=array.dtype != object)
+
+
+@pytest.mark.parametrize("rows", [
+    # Rows that would read as two good rows only when joined: each alone is refused.
+    [b'{"city": "a", "age": 1, "income": 2}, {"city": "b"', b'"age": 3, "income": 4}'],
+    [b'{"city": "x", "age": 1, "income": 2}, {"city": "}', b'{", "age": 3, "income": 4}'],
+    [b'{"city": "x", "age": [{}', b'{}], "income": 4}', b'{"city": "y", "age": 1, "income": 2}, {"city": "z", "age": 1, "income": 2}'],
+    [b'"nice', b'lyon",30,2500'],  # a CSV quote left open
+])
+def test_no_row_borrows_another_rows_text(rows):
+    assert tabular.read_batch(rows, CHURN) is None
+    with pytest.raises(tabular.RowError, match="^row 0: "):
+        tabular.rows_to_inputs(rows, CHURN)
 
 
 BAD_ROWS = [
@@ -58,6 +89,7 @@ BAD_ROWS = [
 
 @pytest.mark.parametrize("case, rows, spec, message", BAD_ROWS, ids=[r[0] for r in BAD_ROWS])
 def test_bad_rows_are_named_by_row_and_field(case, rows, spec, message):
+    assert tabular.read_batch(rows, spec) is None  # the one-pass reader leaves every bad row to read_rows
     with pytest.raises(tabular.RowError) as error:
         tabular.rows_to_inputs(rows, spec)
     assert str(error.value).startswith(message)
@@ -109,16 +141,3 @@ def test_unreadable_images_are_named_by_row(data, message):
     with pytest.raises(image.RowError) as error:
         image.images_to_input([data], DIGITS)
     assert str(error.value).startswith(message)
-
-
-def test_classify_gives_top_k_labels_best_first_with_softmax_for_logits():
-    spec = {"input": "logits", "labels": ["a", "b", "c"], "top_k": 2, "softmax": True}
-    labels, scores = classify.top_k(np.array([[0.0, 2.0, 1.0]], np.float32), spec)
-    expected = np.exp([2.0, 1.0]) / np.exp([0.0, 2.0, 1.0]).sum()
-    assert labels.tolist() == [[b"b", b"c"]] and np.allclose(scores, [expected])
-
-
-def test_classify_keeps_probabilities_as_they_are():
-    spec = {"input": "p", "labels": ["x", "y"], "top_k": 5, "softmax": False}
-    labels, scores = classify.top_k(np.array([[0.2, 0.8]], np.float32), spec)
-    assert labels.tolist() == [[b"y", b"x"]] and np.allclose(scores, [[0.8, 0.2]])

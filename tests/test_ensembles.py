@@ -17,28 +17,34 @@ from tritonforge.repository import config as configs
 from tritonforge.errors import BuildError
 from tritonforge.repository import Signature, TensorSpec
 from tritonforge.ensembles import wiring
-from tritonforge.ensembles.library import ModelFacts, make_step
+from tritonforge.ensembles.library import ModelFacts, make_step, top_classes
 
 
 def read(repo, name):
     return configs.read(repo / name / "config.pbtxt")
 
 
-@pytest.mark.parametrize("ensemble, chain", [
-    ("churn_pipeline_ensemble", ["churn_pipeline_preprocess", "churn_pipeline", "churn_pipeline_postprocess"]),
-    ("digits_cnn_ensemble", ["digits_cnn_preprocess", "digits_cnn", "digits_cnn_postprocess"]),
+@pytest.mark.parametrize("ensemble, chain, scores", [
+    ("churn_pipeline_ensemble", ["churn_pipeline_preprocess", "churn_pipeline"], "probabilities"),
+    ("digits_cnn_ensemble", ["digits_cnn_preprocess", "digits_cnn"], "digit"),
 ])
-def test_ensemble_chains_steps_around_the_model(built_examples_repo, ensemble, chain):
+def test_ensemble_is_one_parsing_step_then_the_model_answering_labelled_scores(built_examples_repo, ensemble, chain, scores):
     config = read(built_examples_repo, ensemble)
     assert config.platform == "ensemble" and not config.instance_group
+    # classify is no Python step: Triton's classification extension names the classes from the labels file.
     assert [s.model_name for s in config.ensemble_scheduling.step] == chain
-    assert [t.name for t in config.input] == ["RAW"] and [t.name for t in config.output] == ["LABELS", "SCORES"]
+    assert [t.name for t in config.input] == ["RAW"] and [t.name for t in config.output] == [scores]
+    assert config.output[0].label_filename == "labels.txt"
+    model = chain[-1]
+    assert (built_examples_repo / ensemble / "labels.txt").read_text() == (built_examples_repo / model / "labels.txt").read_text()
+    assert config.parameters["tritonforge_top_k"].string_value == {"churn_pipeline": "2", "digits_cnn": "3"}[model]
     members = {name: read(built_examples_repo, name) for name in chain}
     assert all(config.max_batch_size <= m.max_batch_size for m in members.values())
     wiring.check(config, members)  # the repository's own files pass the build-time check
+    assert not (built_examples_repo / f"{model}_postprocess").exists()
 
 
-@pytest.mark.parametrize("step", ["churn_pipeline_preprocess", "digits_cnn_postprocess"])
+@pytest.mark.parametrize("step", ["churn_pipeline_preprocess", "digits_cnn_preprocess"])
 def test_steps_are_batched_python_models_on_cpu(built_examples_repo, step):
     config = read(built_examples_repo, step)
     assert config.backend == "python" and config.HasField("dynamic_batching")
@@ -75,15 +81,28 @@ BROKEN_WIRING = [
 ]
 
 
+SMALL_MODEL = Signature((TensorSpec("x", np.dtype("float32"), (-1, 4)),), (TensorSpec("p", np.dtype("float32"), (-1, 2)),))
+SMALL_FACTS = ModelFacts(SMALL_MODEL, ("a", "b", "c", "d"), False, ("no", "yes"), "p", True)
+
+
 @pytest.fixture()
 def small_chain():
-    signature = Signature((TensorSpec("x", np.dtype("float32"), (-1, 4)),), (TensorSpec("p", np.dtype("float32"), (-1, 2)),))
-    facts = ModelFacts(signature, ("a", "b", "c", "d"), False, ("no", "yes"), "p", True)
-    model = configure.build_config("m", "onnxruntime_onnx", signature, configure.ServingSettings(8, True, 100, None, "cpu", 1, "p", False))
-    pre = wiring.step_config("m_preprocess", make_step("preprocess", {"step": "tabular"}, facts, "m.json"), 8)
-    post = wiring.step_config("m_postprocess", make_step("postprocess", {"step": "classify"}, facts, "m.json"), 8)
-    ensemble = wiring.ensemble_config("m_ensemble", [pre, model, post])
-    return ensemble, {c.name: c for c in (pre, model, post)}
+    model = configure.build_config("m", "onnxruntime_onnx", SMALL_MODEL, configure.ServingSettings(8, True, 100, None, "cpu", 1, "p", False))
+    pre = wiring.step_config("m_preprocess", make_step("preprocess", {"step": "tabular"}, SMALL_FACTS, "m.json"), 8)
+    classify = make_step("postprocess", {"step": "classify", "top_k": 5}, SMALL_FACTS, "m.json")
+    ensemble = wiring.ensemble_config("m_ensemble", [pre, model], classify)
+    return ensemble, {c.name: c for c in (pre, model)}
+
+
+def test_classify_makes_the_models_labelled_scores_the_answer_with_a_default_top_k(small_chain):
+    ensemble, _ = small_chain
+    assert [(o.name, o.label_filename) for o in ensemble.output] == [("p", "labels.txt")]
+    assert ensemble.parameters["tritonforge_top_k"].string_value == "2"  # top_k 5 of two classes
+
+
+def test_top_classes_are_best_first_as_the_classification_extension_names_them():
+    classify = make_step("postprocess", {"step": "classify", "top_k": 1}, SMALL_FACTS, "m.json")
+    assert top_classes({"p": np.array([[0.2, 0.8], [0.9, 0.1]], np.float32)}, classify) == [["yes"], ["no"]]
 
 
 @pytest.mark.parametrize("case, breaks, message", BROKEN_WIRING, ids=[r[0] for r in BROKEN_WIRING])
@@ -120,6 +139,26 @@ def test_bad_step_settings_are_refused_with_the_sidecar_named(case, role, raw, s
     assert str(error.value).startswith(f"model.yaml: {role}: ") and message in str(error.value)
 
 
+LOGITS = ModelFacts(IMAGE_MODEL, None, False, tuple("abcde"), "logits", False)
+BAD_CLASSIFY = [
+    ("logits, softmax auto", {"step": "classify"}, "output 'logits' gives logits, not probabilities"),
+    ("softmax asked for", {"step": "classify", "softmax": True}, "softmax is tensor math that belongs in the model"),
+    ("top_k of zero", {"step": "classify", "softmax": False, "top_k": 0}, "'top_k' must be a whole number of at least 1"),
+]
+
+
+@pytest.mark.parametrize("case, raw, message", BAD_CLASSIFY, ids=[r[0] for r in BAD_CLASSIFY])
+def test_classify_refuses_what_it_cannot_do_without_a_python_step(case, raw, message):
+    with pytest.raises(BuildError, match="^model.yaml: postprocess: ") as error:
+        make_step("postprocess", raw, LOGITS, "model.yaml")
+    assert message in str(error.value)
+
+
+def test_logits_can_be_answered_as_scores_when_the_sidecar_says_so():
+    classify = make_step("postprocess", {"step": "classify", "softmax": False}, LOGITS, "model.yaml")
+    assert (classify.output.name, classify.top_k, classify.labels) == ("logits", 3, tuple("abcde"))
+
+
 # ---- served ----------------------------------------------------------------------------------
 def client_for(server, protocol):
     return server.http_client() if protocol == "http" else server.grpc_client()
@@ -132,9 +171,15 @@ def infer_raw(server, protocol, model, raw: np.ndarray, datatype="BYTES", input_
     return client_for(server, protocol).infer(model, [tensor])
 
 
-def infer(server, protocol, model, raw: np.ndarray, datatype="BYTES", input_name="RAW"):
-    result = infer_raw(server, protocol, model, raw, datatype, input_name)
-    return result.as_numpy("LABELS"), result.as_numpy("SCORES")
+def classes(server, protocol, model, raw: np.ndarray, output: str, top_k: int):
+    """Labels and scores of the ``top_k`` best classes per row, as Triton's classification extension answers."""
+    module = httpclient if protocol == "http" else grpcclient
+    tensor = module.InferInput("RAW", list(raw.shape), "BYTES")
+    tensor.set_data_from_numpy(raw)
+    asked = module.InferRequestedOutput(output, class_count=top_k)
+    answer = client_for(server, protocol).infer(model, [tensor], outputs=[asked]).as_numpy(output)
+    items = [[v.decode().split(":", 2) for v in row] for row in answer.reshape(len(raw), -1)]
+    return [[label for _, _, label in row] for row in items], np.array([[float(s) for s, _, _ in row] for row in items])
 
 
 def as_bytes(rows) -> np.ndarray:
@@ -148,13 +193,15 @@ def test_tabular_ensemble_answers_like_the_source_pipeline_on_the_same_rows(exam
     import joblib
 
     rows = ['{"city": "nice", "age": 25, "income": 2100}', "paris,61,4200.5", '{"city": "lyon", "age": 44, "income": 3000}']
-    labels, scores = infer(examples_server, protocol, "churn_pipeline_ensemble", as_bytes(rows))
+    labels, scores = classes(examples_server, protocol, "churn_pipeline_ensemble", as_bytes(rows), "probabilities", 2)
     pipeline = joblib.load(example_models / "churn_pipeline.joblib")
     frame = pd.DataFrame({"city": ["nice", "paris", "lyon"], "age": [25.0, 61.0, 44.0], "income": [2100.0, 4200.5, 3000.0]})
     probabilities = pipeline.predict_proba(frame)
     best = np.argsort(-probabilities, axis=1)
-    assert [[v.decode() for v in row] for row in labels] == [[["stays", "churns"][i] for i in row] for row in best]
+    assert labels == [[["stays", "churns"][i] for i in row] for row in best]
     assert np.allclose(scores, np.take_along_axis(probabilities, best, axis=1), atol=1e-5)
+    raw = infer_raw(examples_server, protocol, "churn_pipeline_ensemble", as_bytes(rows)).as_numpy("probabilities")
+    assert np.allclose(raw, probabilities, atol=1e-5)  # unclassified, the same scores for every class
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -164,11 +211,11 @@ def test_image_ensemble_answers_like_keras_on_the_same_png(examples_server, exam
     pixels = np.random.default_rng(3).integers(0, 256, (28, 28), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    labels, scores = infer(examples_server, protocol, "digits_cnn_ensemble", as_bytes([buffer.getvalue()]))
+    labels, scores = classes(examples_server, protocol, "digits_cnn_ensemble", as_bytes([buffer.getvalue()]), "digit", 3)
     model = keras.saving.load_model(example_models / "digits_cnn.keras", compile=False)
     probabilities = np.asarray(model(pixels.reshape(1, 28, 28, 1).astype(np.float32) / 255))[0]
     best = np.argsort(-probabilities)[:3]
-    assert [v.decode() for v in labels[0]] == [str(i) for i in best]
+    assert labels[0] == [str(i) for i in best]
     assert np.allclose(scores[0], probabilities[best], atol=1e-5)
 
 
@@ -213,5 +260,5 @@ def test_bad_payload_gets_a_client_error_and_the_server_keeps_answering(examples
     status = str(error.value.status())
     assert status in ("400", "StatusCode.INVALID_ARGUMENT"), (status, error.value.message())
     assert message in error.value.message()
-    labels, _ = infer(examples_server, protocol, "churn_pipeline_ensemble", as_bytes(["nice,30,2500"]))
-    assert labels.shape == (1, 2)
+    labels, _ = classes(examples_server, protocol, "churn_pipeline_ensemble", as_bytes(["nice,30,2500"]), "probabilities", 2)
+    assert labels[0][0] == "stays"  # young and from nice: (age < 35) xor (city == nice) is false

@@ -4,12 +4,13 @@ A sidecar names steps like this::
 
     preprocess: {step: tabular, format: auto}           # JSON objects or CSV lines -> model inputs
     preprocess: {step: image, mean: [0.5], std: [0.5]}  # PNG/JPEG bytes -> image tensor
-    postprocess: {step: classify, top_k: 3}             # scores or logits -> top-k labels and scores
+    postprocess: {step: classify, top_k: 3}             # the scores with labels: Triton's classification extension
     preprocess: {step: user, file: steps.py, function: prepare,      # your own function
                  inputs: [{name: TEXT, shape: [-1, 1], dtype: string}], requirements: [pillow]}
 
 A new step is a new module here with its :class:`~.base.Step` subclass, listed in :data:`STEPS`,
-and its template ``ensembles/steps/<name>.py``.
+and (for a Python step) its template ``ensembles/steps/<name>.py``. ``classify`` has no template:
+Triton answers labels with scores itself (:class:`~.base.Classification`).
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from typing import Any
 
 from tritonforge.errors import BuildError
 
-from .base import RAW, STEP_PARAMETER, STEPS_DIR, ModelFacts, Step, StepModel, load_template, settings_json
-from .classify import ClassifyStep
+from .base import RAW, STEP_PARAMETER, STEPS_DIR, Classification, ModelFacts, Step, StepModel, load_template, settings_json
+from .classify import TOP_K_PARAMETER, ClassifyStep, top_classes
 from .image import ImageStep
 from .tabular import TabularStep
 from .user import UserStep
@@ -26,8 +27,9 @@ from .user import UserStep
 STEPS: dict[str, Step] = {s.name: s for s in (TabularStep(), ImageStep(), ClassifyStep(), UserStep())}
 
 
-def make_step(role: str, raw: Any, facts: ModelFacts, source: str) -> StepModel:
-    """The step a sidecar's ``preprocess``/``postprocess`` names, configured for this model."""
+def make_step(role: str, raw: Any, facts: ModelFacts, source: str) -> StepModel | Classification:
+    """The step a sidecar's ``preprocess``/``postprocess`` names, configured for this model: a Python
+    step (:class:`StepModel`) or what Triton does itself (:class:`Classification`)."""
     where = f"{source}: {role}"
     if not isinstance(raw, dict) or "step" not in raw:
         raise BuildError(f"{where}: must be a mapping with 'step' (one of: {', '.join(STEPS)})")
@@ -40,5 +42,5 @@ def make_step(role: str, raw: Any, facts: ModelFacts, source: str) -> StepModel:
     return step.configure(where, raw, facts, role)
 
 
-__all__ = ["RAW", "STEPS", "STEPS_DIR", "STEP_PARAMETER", "ModelFacts", "Step", "StepModel", "load_template",
-           "make_step", "settings_json"]
+__all__ = ["RAW", "STEPS", "STEPS_DIR", "STEP_PARAMETER", "TOP_K_PARAMETER", "Classification", "ModelFacts", "Step",
+           "StepModel", "load_template", "make_step", "settings_json", "top_classes"]

@@ -3,7 +3,8 @@ the :class:`Step` a library entry implements.
 
 A step is one registered object (see :mod:`tritonforge.ensembles.library`) that knows:
 - how it is configured: :meth:`Step.configure` turns sidecar settings and the model's facts into
-  a :class:`StepModel` (tensors and the JSON settings the template reads);
+  a :class:`StepModel` (tensors and the JSON settings the template reads), or, for what Triton
+  does itself with no Python step, a :class:`Classification`;
 - its template: ``ensembles/steps/<name>.py``, a complete Triton ``model.py``;
 - what it computes in-process: :meth:`Step.run` calls the template's own batch function;
 - its reference implementation: :meth:`Step.reference`, the source framework's own tools, for
@@ -57,6 +58,22 @@ class StepModel:
 
 
 @dataclass(frozen=True)
+class Classification:
+    """A postprocess that Triton does itself: the ensemble answers the model's scores output with
+    its ``label_filename``, and Triton's classification extension turns a request's
+    ``class_count: k`` into "score:index:label" for the k best classes. No Python step runs."""
+
+    step: "Step"
+    output: TensorSpec  # the model's scores output, which becomes the ensemble's only output
+    labels: tuple[str, ...]
+    top_k: int  # the class count clients ask for by default (a config parameter of the ensemble)
+
+    @property
+    def kind(self) -> str:
+        return self.step.name
+
+
+@dataclass(frozen=True)
 class ModelFacts:
     """What a step needs to know of the model it wraps."""
 
@@ -87,7 +104,7 @@ class Step:
             raise BuildError(f"{where}: unknown key '{sorted(unknown)[0]}' (allowed: {', '.join(['step', *self.allowed])})")
         return {key: raw.get(key, default) for key, default in self.allowed.items()}
 
-    def configure(self, where: str, raw: dict, facts: ModelFacts, role: str) -> StepModel:
+    def configure(self, where: str, raw: dict, facts: ModelFacts, role: str) -> "StepModel | Classification":
         raise NotImplementedError
 
     def run(self, module, inputs: Arrays, step: StepModel) -> Arrays:

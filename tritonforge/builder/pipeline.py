@@ -20,7 +20,7 @@ from ..ensembles import Entry, ModelFacts
 from ..errors import BuildError
 from ..repository import SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
 from ..repository import config as config_file
-from ..repository.layout import CONFIG_FILE, CONFIGS_DIR
+from ..repository.layout import CONFIG_FILE, CONFIGS_DIR, LABELS_FILE
 from ..repository.manifest import Manifest, ManifestError
 from ..sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, Sidecar, read_yaml
 from ..verify import OutputError
@@ -344,6 +344,8 @@ def _install_entry(repo: Path, entry: Entry) -> int:
         if entry.samples:
             inputs, outputs = entry.samples
             write_samples(version_dir / SAMPLES_FILE, Samples(inputs, outputs, verify.DEFAULT_ATOL, verify.DEFAULT_RTOL))
+        if entry.labels:  # an ensemble's label_filename is read from its own folder, as a model's is
+            (staged / LABELS_FILE).write_text("\n".join(entry.labels) + "\n")
         config_file.write(staged / CONFIG_FILE, entry.config)
         staging.install(repo, entry.name, staged, version)
     return version
