@@ -157,7 +157,7 @@ def test_the_same_rows_in_any_format_give_the_same_figures(served_examples, caps
 
 
 def test_a_folder_of_images_goes_decoded_to_the_model_and_encoded_to_its_ensemble(served_examples, capsys, tmp_path):
-    """The ensemble answers its top 3 of 10 digits: the score differences cover the classes both gave."""
+    """The ensemble answers the model's labelled scores (classify is Triton's classification extension): all 10 digits."""
     import shutil
 
     server, _ = served_examples
@@ -168,7 +168,7 @@ def test_a_folder_of_images_goes_decoded_to_the_model_and_encoded_to_its_ensembl
                           "--no-cost", "--max-disagreement", "0", "--json", report)
     assert code == 0, err
     doc = json.loads(report.read_text())
-    assert doc["data"]["rows"] == 3 and len(doc["models"][0]["classes"]) == 10 and doc["models"][1]["output"] == "SCORES"
+    assert doc["data"]["rows"] == 3 and len(doc["models"][0]["classes"]) == 10 and doc["models"][1]["output"] == "digit"
     assert doc["agreement"][0]["same_label"] == 1.0 and doc["agreement"][0]["max_diff"] < 1e-4
 
 
