@@ -205,12 +205,19 @@ class BatchedModel:
 
     ``run`` takes ``{input name: numpy array}`` (strings as np.object_ of bytes, batch first
     when max_batch_size > 0) and returns ``{output name: numpy array}``.
+
+    Per request this does what any Python model must (read each input, make one Tensor per
+    output and one response) and nothing more: dtype conversion, reshape and string encoding
+    run once on the batch's answer, each request gets a view of its rows, and a lone request
+    (batching off, or a quiet queue) is neither concatenated nor split.
     """
 
     def __init__(self, args: ModelArgs, run):
         import triton_python_backend_utils as pb_utils
 
         self._pb = pb_utils
+        self._tensor = pb_utils.Tensor
+        self._response_type = pb_utils.InferenceResponse
         self.args = args
         self.run = run
         self.input_names = [io["name"] for io in args.inputs()]
@@ -219,11 +226,15 @@ class BatchedModel:
         self.input_reshape = {io["name"]: _config_dims(io) for io in args.inputs() if "reshape" in io}
         self.output_reshape = {io["name"]: _wire_dims(io) for io in args.outputs() if "reshape" in io}
         self.batching = args.max_batch_size > 0
+        # (name, numpy dtype or None for strings, wire dims or None), in the config's order.
+        self._outputs = [(name, None if dtype == "TYPE_STRING" else numpy_dtype(dtype), self.output_reshape.get(name))
+                         for name, dtype in self.output_types.items()]
 
     def _read(self, request) -> dict[str, np.ndarray]:
         arrays = {}
+        tensors = {t.name(): t for t in request.inputs()}
         for name in self.input_names:
-            tensor = self._pb.get_input_tensor_by_name(request, name)
+            tensor = tensors.get(name)
             if tensor is not None:
                 value = tensor.as_numpy()
                 if name in self.input_reshape:
@@ -232,64 +243,91 @@ class BatchedModel:
                 arrays[name] = value
         return arrays
 
-    def _response(self, request, outputs: dict[str, np.ndarray]):
-        wanted = set(getattr(request, "requested_output_names", lambda: [])() or [])
-        tensors = []
-        for name, dtype in self.output_types.items():
-            if wanted and name not in wanted:
-                continue
+    def _wire(self, outputs: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        """The answer as clients get it, in the config's order: types, reshape, bytes."""
+        wire = []
+        for name, dtype, dims in self._outputs:
             value = outputs[name]
-            if name in self.output_reshape:
+            if dims is not None:
                 lead = list(np.shape(value)[:1]) if self.batching else []
-                value = np.reshape(value, lead + self.output_reshape[name])
-            if dtype == "TYPE_STRING":
+                value = np.reshape(value, lead + dims)
+            if dtype is None:
                 value = to_bytes_objects(np.asarray(value))
             else:
-                value = np.ascontiguousarray(value, dtype=numpy_dtype(dtype))
-            tensors.append(self._pb.Tensor(name, value))
-        return self._pb.InferenceResponse(output_tensors=tensors)
+                value = np.ascontiguousarray(value, dtype=dtype)
+            wire.append((name, value))
+        return wire
+
+    def _response(self, request, wire, start=None, stop=None):
+        wanted = request.requested_output_names()
+        tensor = self._tensor
+        if start is None:
+            tensors = [tensor(name, value) for name, value in wire if not wanted or name in wanted]
+        else:
+            tensors = [tensor(name, value[start:stop]) for name, value in wire if not wanted or name in wanted]
+        return self._response_type(tensors)
 
     def _error(self, message: str):
         return self._pb.InferenceResponse(
             output_tensors=[], error=self._pb.TritonError(f"model '{self.args.name}': {message}")
         )
 
+    def _answer(self, members, requests, responses) -> None:
+        """One framework call for ``members`` [(request index, arrays)], whose inputs agree beyond the batch dim."""
+        try:
+            if len(members) == 1:
+                i, arrays = members[0]
+                responses[i] = self._response(requests[i], self._wire(self.run(arrays)))
+                return
+            first = members[0][1]
+            batch = {name: np.concatenate([arrays[name] for _, arrays in members]) for name in first}
+            wire = self._wire(self.run(batch))
+            start = 0
+            for i, arrays in members:
+                stop = start + len(next(iter(arrays.values())))
+                responses[i] = self._response(requests[i], wire, start, stop)
+                start = stop
+        except Exception as exc:
+            for i, _ in members:
+                responses[i] = self._error(f"{type(exc).__name__}: {exc}")
+
     def execute(self, requests):
         responses = [None] * len(requests)
-        groups: dict[tuple, list[tuple[int, dict]]] = {}
+        read = []
         for i, request in enumerate(requests):
             try:
-                arrays = self._read(request)
+                read.append((i, self._read(request)))
             except Exception as exc:  # a malformed request fails alone
                 responses[i] = self._error(str(exc))
-                continue
-            if not self.batching:
-                groups[("single", i)] = [(i, arrays)]
-                continue
+        if not self.batching:
+            for member in read:
+                self._answer([member], requests, responses)
+            return responses
+        if len(read) > 1 and not self._concatenable(read):
             # Requests can be concatenated when every input agrees beyond the batch dim.
-            key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(arrays.items()))
-            groups.setdefault(key, []).append((i, arrays))
-
-        for members in groups.values():
-            try:
-                if len(members) == 1:
-                    i, arrays = members[0]
-                    responses[i] = self._response(requests[i], self.run(arrays))
-                    continue
-                sizes = [next(iter(arrays.values())).shape[0] for _, arrays in members]
-                batch = {
-                    name: np.concatenate([arrays[name] for _, arrays in members], axis=0)
-                    for name in members[0][1]
-                }
-                out = self.run(batch)
-                offsets = np.cumsum([0] + sizes)
-                for (i, _), start, stop in zip(members, offsets[:-1], offsets[1:]):
-                    part = {name: value[start:stop] for name, value in out.items()}
-                    responses[i] = self._response(requests[i], part)
-            except Exception as exc:
-                for i, _ in members:
-                    responses[i] = self._error(f"{type(exc).__name__}: {exc}")
+            groups: dict[tuple, list] = {}
+            for i, arrays in read:
+                key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(arrays.items()))
+                groups.setdefault(key, []).append((i, arrays))
+            for members in groups.values():
+                self._answer(members, requests, responses)
+            return responses
+        if read:
+            self._answer(read, requests, responses)
         return responses
+
+    @staticmethod
+    def _concatenable(read) -> bool:
+        first = read[0][1]
+        key = [(n, a.dtype, a.shape[1:]) for n, a in first.items()]
+        for _, arrays in read[1:]:
+            if len(arrays) != len(key):
+                return False
+            for n, dtype, rest in key:
+                a = arrays.get(n)
+                if a is None or a.dtype != dtype or a.shape[1:] != rest:
+                    return False
+        return True
 
 
 def refuse(exc: Exception) -> Exception:

@@ -55,6 +55,12 @@ class TritonPythonModel:
                 options.intra_op_num_threads = int(intra)
             if inter is not None:
                 options.inter_op_num_threads = int(inter)
+            # ORT's pool threads spin after each run by default. In Triton's C++ backend that is
+            # cheap; here the stub and tritonserver are two processes on the same cores, and the
+            # spin takes the CPU that tritonserver needs to answer and feed the next batch
+            # (measured on 2 cores: server CPU per request -20% on the large MLP batched, -24%
+            # unbatched, -25% on the 32-64-8 MLP; benchmarks/speed.py, docs/BENCHMARKS.md).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             # optimization.graph.level as Triton's backend reads it: -1 basic, 1 extended, 2 none.
             level = ((margs.config.get("optimization") or {}).get("graph") or {}).get("level")
             if level is not None:
@@ -79,6 +85,8 @@ class TritonPythonModel:
         self.model = BatchedModel(margs, self._run)
 
     def _run(self, arrays):
+        if not self.string_inputs:
+            return dict(zip(self.output_names, self.session.run(self.output_names, arrays)))
         feed = {}
         for name, value in arrays.items():
             if name in self.string_inputs:
