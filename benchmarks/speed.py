@@ -205,6 +205,8 @@ def main(argv=None) -> int:
     # A stopped run still stops its servers (the context managers' exits run on SystemExit).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, LoadResult | None] = {}
+    # Other work on the box moves every figure: say how loaded it was (1-minute load average).
+    args.load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="tritonforge-speed-") as scratch:
         workdir = Path(scratch)
         print("building the examples and the MLPs ...", flush=True)
@@ -245,6 +247,7 @@ def main(argv=None) -> int:
             results[f"fastapi {model}"] = fastapi(repo / model / "1" / "model.onnx", workdir, model, args.seconds,
                                                   rows_for(model, repo))
             print(f"  fastapi {model}: {fmt(results[f'fastapi {model}'])}", flush=True)
+    args.load.append(os.getloadavg()[0])
     text = report(results, args)
     print(text)
     if args.out:
@@ -255,7 +258,8 @@ def main(argv=None) -> int:
 def report(r: dict, args) -> str:
     ref = bool(args.backend_directory)
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-             f"tritonserver 2.51.0, wrk 1 thread, {CONNECTIONS} connections, {args.seconds:g} s a figure, one run.", "",
+             f"tritonserver 2.51.0, wrk 1 thread, {CONNECTIONS} connections, {args.seconds:g} s a figure, one run; "
+             f"load average {args.load[0]:.1f} at the start, {args.load[-1]:.1f} at the end.", "",
              "| model | " + ("Triton's C++ ONNX Runtime backend | " if ref else "") + "serve-repo | FastAPI + uvicorn | serve-repo / C++ | Triton / FastAPI |",
              "|---|" + ("---|" if ref else "") + "---|---|---|---|"]
     for model, label in ((LARGE, "512-2048-2048-10, batching on"), (SMALL, "32-64-8, batching on")):
