@@ -9,7 +9,8 @@ DIR is a folder of Triton backends, such as the NGC image's /opt/tritonserver/ba
 backend in it but ``python`` replaces serve-repo's, on the same repository (``configs/cpu.pbtxt``).
 Load: ``wrk`` (Debian ``wrk``) for HTTP with KServe v2 binary tensors, ``h2load`` (Debian
 ``nghttp2-client``) for gRPC with one pre-encoded ModelInferRequest (``loadtests/native.py``);
-one generator thread, one row per request, ``--connections`` in flight. Beside every figure: the
+one generator thread, one row per request, ``--connections`` in flight; each pair in ``--rounds``
+alternating rounds (A B, B A, ...: load from other work falls on both). Beside every figure: the
 generator's share of the machine's CPU, and what the server's process tree (Triton and its
 Python stubs), the generator and everything else on the machine used during it.
 
@@ -55,7 +56,7 @@ SMALL = "iris_xgb"
 MLP, MLP_WIDTHS = "mlp_large", (512, 2048, 2048, 10)
 ENSEMBLES = ("churn_pipeline_ensemble", "digits_cnn_ensemble", "house_price_xgb_ensemble")
 SWEEP = (1, 4, 16, 32, 64)
-CORES = os.cpu_count() or 1
+CORES = len(os.sched_getaffinity(0))  # taskset -c 0,1 measures on two cores of a larger box
 SECTION = "## What Triton buys: comparisons (`python benchmarks/compare.py`)"
 
 
@@ -103,28 +104,91 @@ class Target:
     pid: int
 
 
-def measure(target: Target, model: str, inputs: dict, *, seconds: float, connections: int, protocol: str = "http",
-            json_body: bool = False, rows: int = 1, log=print) -> Figure | None:
-    """A 1 s warm-up, then ``seconds`` of load; None (said in ``log``) when the generator refuses."""
-    if protocol == "grpc":
-        def load(s):
-            return run_h2load(target.grpc_url, model, inputs, connections=connections, seconds=s)
-    else:
-        def load(s):
-            return run_wrk(target.http_url, model, inputs, connections=connections, seconds=s, json_body=json_body)
+@dataclass(frozen=True)
+class Load:
+    """What one figure sends: a model on a server, over HTTP (wrk) or gRPC (h2load)."""
+
+    target: Target
+    model: str
+    inputs: dict
+    connections: int
+    protocol: str = "http"
+    json_body: bool = False
+    rows: int = 1
+    streams: int = 1  # gRPC calls in flight on each connection
+
+    def run(self, seconds: float) -> LoadResult:
+        if self.protocol == "grpc":
+            return run_h2load(self.target.grpc_url, self.model, self.inputs, connections=self.connections,
+                              streams=self.streams, seconds=seconds)
+        return run_wrk(self.target.http_url, self.model, self.inputs, connections=self.connections, seconds=seconds,
+                       json_body=self.json_body)
+
+    def __str__(self) -> str:
+        return (f"{self.target.label} {self.model} ({self.protocol}{', JSON' if self.json_body else ''}"
+                f"{f', {self.rows} rows a request' if self.rows > 1 else ''}, {self.connections * self.streams} in flight"
+                f"{f' on {self.connections} connection(s)' if self.streams > 1 else ''})")
+
+
+def measure(load: Load, seconds: float, *, warm: bool = True) -> Figure | None:
+    """(A 1 s warm-up, then) ``seconds`` of load; None, said on the console, when the generator refuses."""
     try:
-        load(1)
-        server0, machine0, started = tree_cpu_seconds(target.pid), machine_busy_seconds(), time.monotonic()
-        result = load(seconds)
+        if warm:
+            load.run(1)
+        server0, machine0, started = tree_cpu_seconds(load.target.pid), machine_busy_seconds(), time.monotonic()
+        result = load.run(seconds)
         wall = time.monotonic() - started
-        figure = Figure(result, "h2load" if protocol == "grpc" else "wrk",
-                        (tree_cpu_seconds(target.pid) - server0) / wall, (machine_busy_seconds() - machine0) / wall, rows)
+        if result.requests == 0:
+            raise LoadError(f"no request finished in {seconds:g} s")
+        figure = Figure(result, "h2load" if load.protocol == "grpc" else "wrk",
+                        (tree_cpu_seconds(load.target.pid) - server0) / wall, (machine_busy_seconds() - machine0) / wall,
+                        load.rows)
     except LoadError as exc:
-        log(f"  {target.label} {model}: no figure: {exc}")
+        print(f"  {load}: no figure: {exc}", flush=True)
         return None
-    log(f"  {target.label} {model} ({protocol}{', JSON' if json_body else ''}, {connections} in flight): "
-        f"{figure.cell('rows/s' if rows > 1 else 'req/s')}; {figure.bound()}")
+    print(f"  {load}: {figure.cell('rows/s' if load.rows > 1 else 'req/s')}; {figure.bound()}", flush=True)
     return figure
+
+
+@dataclass
+class Pair:
+    """A and B measured in alternating rounds (AB, BA, AB ...), so that load from other work on the
+    machine, which comes and goes, falls on both; each side's figure is its median round."""
+
+    a: list[Figure] = field(default_factory=list)
+    b: list[Figure] = field(default_factory=list)
+
+    @staticmethod
+    def _median(figures: list[Figure]) -> Figure | None:
+        return sorted(figures, key=lambda f: f.rate)[len(figures) // 2] if figures else None
+
+    @property
+    def a_figure(self) -> Figure | None:
+        return self._median(self.a)
+
+    @property
+    def b_figure(self) -> Figure | None:
+        return self._median(self.b)
+
+    def ratios(self) -> list[float]:
+        return [a.rate * a.rows / (b.rate * b.rows) for a, b in zip(self.a, self.b)]
+
+    def failed(self) -> int:
+        return sum(f.result.errors for f in self.a + self.b)
+
+
+def measure_pair(a: Load, b: Load, seconds: float, rounds: int) -> Pair:
+    pair = Pair()
+    if measure(a, 0.5) is None or measure(b, 0.5) is None:  # warm both (and refuse early)
+        return pair
+    for r in range(rounds):
+        for load, side in ((a, pair.a), (b, pair.b))[:: 1 if r % 2 == 0 else -1]:
+            figure = measure(load, seconds, warm=False)
+            if figure is None:  # keep the rounds that have both sides
+                done = min(len(pair.a), len(pair.b))
+                return Pair(pair.a[:done], pair.b[:done])
+            side.append(figure)
+    return pair
 
 
 # ---- the repository being served -----------------------------------------------------------
@@ -240,7 +304,7 @@ def in_process(onnx_path: Path, width: int, seconds: float) -> dict[int, float]:
 @dataclass
 class Row:
     comparison: str
-    pairs: dict[str, tuple[Figure | None, Figure | None]]  # target label -> (A, B)
+    pairs: dict[str, Pair]  # target label -> its pair
     note: str = ""
     unit: str = "req/s"
     b_text: str = ""  # B when it is not a load figure (in-process)
@@ -255,31 +319,59 @@ class Report:
     targets: list[str] = field(default_factory=list)
     load: list[tuple[str, tuple[float, float, float]]] = field(default_factory=list)
     build: str = ""
+    batched: dict[str, Figure] = field(default_factory=dict)
 
 
-def measure_target(target: Target, repo: Path, ensembles: list[str], args, report: Report) -> dict[str, Figure | None]:
-    """Every figure of one server, by key."""
-    s, c = args.seconds, args.connections
-    small, mlp = request_rows(repo, SMALL), {"input": np.random.default_rng(1).random((1, MLP_WIDTHS[0]), np.float32)}
-    got: dict[str, Figure | None] = {}
-    for label, model in (("batching on", SMALL), ("batching off", f"{SMALL}__nobatch")):
-        points = []
-        for n in sorted({*SWEEP, c}):
-            figure = measure(target, model, small, seconds=s, connections=n)
-            got[f"{label} c{n}"] = figure
+def mlp_row() -> dict[str, np.ndarray]:
+    return {"input": np.random.default_rng(1).random((1, MLP_WIDTHS[0]), np.float32)}
+
+
+def measure_target(target: Target, repo: Path, ensembles: list[str], args, report: Report) -> dict[str, Pair]:
+    """Every pair on one server (with a FastAPI server beside it for the pairs that need one), by key."""
+    s, c, rounds = args.seconds, args.connections, args.rounds
+    small = request_rows(repo, SMALL)
+    pairs: dict[str, Pair] = {}
+    on, off = Load(target, SMALL, small, c), Load(target, f"{SMALL}__nobatch", small, c)
+    pairs["batching"] = measure_pair(on, off, s, rounds)
+    sweep = {"batching on": [], "batching off": []}
+    for n in sorted({*SWEEP, c}):
+        for label, load in (("batching on", on), ("batching off", off)):
+            if n == c:
+                figure = pairs["batching"].a_figure if label == "batching on" else pairs["batching"].b_figure
+            else:
+                figure = measure(Load(target, load.model, small, n), s)
+                if figure:
+                    report.details.append(f"{target.label}, {load.model}, {n} connections (one round): "
+                                          f"{figure.cell()}; {figure.bound()}")
             if figure:
-                points.append((n, figure.rate))
+                sweep[label].append((n, figure.rate))
+    for label, points in sweep.items():
         report.sweep[f"{target.label}, {label}"] = points
-    got["grpc"] = measure(target, SMALL, small, seconds=s, connections=c, protocol="grpc")
-    got["json"] = measure(target, SMALL, small, seconds=s, connections=c, json_body=True)
-    got["mlp"] = measure(target, MLP, mlp, seconds=s, connections=c)
-    got["mlp x2"] = measure(target, f"{MLP}__x2", mlp, seconds=s, connections=c)
-    got["mlp 64 rows"] = measure(target, MLP, {"input": np.repeat(mlp["input"], 64, axis=0)}, seconds=s, connections=4, rows=64)
+    pairs["grpc"] = measure_pair(Load(target, SMALL, small, c, "grpc"), on, s, rounds)
+    shared = measure(Load(target, SMALL, small, 1, "grpc", streams=c), s)
+    if shared:
+        report.details.append(f"{target.label}, {SMALL} over gRPC, one connection with {c} streams (how gRPC clients "
+                              f"usually multiplex; one round): {shared.cell()}; {shared.bound()}")
+    with FastAPIServer(repo / SMALL / "1" / "model.onnx") as fastapi:
+        plain = Target("FastAPI", fastapi.url, "", fastapi.pid)
+        pairs["fastapi"] = measure_pair(on, Load(plain, SMALL, small, c, json_body=True), s, rounds)
+        pairs["fastapi json"] = measure_pair(Load(target, SMALL, small, c, json_body=True),
+                                             Load(plain, SMALL, small, c, json_body=True), s, rounds)
+    mlp = Load(target, MLP, mlp_row(), c)
+    with FastAPIServer(repo / MLP / "1" / "model.onnx") as fastapi:
+        plain = Target("FastAPI", fastapi.url, "", fastapi.pid)
+        pairs["fastapi mlp"] = measure_pair(mlp, Load(plain, MLP, mlp_row(), c, json_body=True), s, rounds)
+    pairs["instances"] = measure_pair(Load(target, f"{MLP}__x2", mlp_row(), c), mlp, s, rounds)
+    batched = measure(Load(target, MLP, {"input": np.repeat(mlp_row()["input"], 64, axis=0)}, 4, rows=64), s)
+    if batched:
+        report.details.append(f"{target.label}: the MLP, 4 connections x 64 rows a request (one round): "
+                              f"{batched.cell('rows/s')}; {batched.bound()}")
+        report.batched[target.label] = batched
     for ensemble in ensembles:
         bare = bare_model(repo, ensemble)
-        got[ensemble] = measure(target, ensemble, request_rows(repo, ensemble), seconds=s, connections=c, protocol="grpc")
-        got[bare] = measure(target, bare, request_rows(repo, bare), seconds=s, connections=c, protocol="grpc")
-    return got
+        pairs[ensemble] = measure_pair(Load(target, ensemble, request_rows(repo, ensemble), c, "grpc"),
+                                       Load(target, bare, request_rows(repo, bare), c, "grpc"), s, rounds)
+    return pairs
 
 
 def run(args) -> Report:
@@ -296,86 +388,75 @@ def run(args) -> Report:
             report.build = f"{cold:.1f} s cold ({count} entries), {noop:.2f} s no-op rebuild: {cold / max(noop, 1e-9):.0f}x"
         repo, ensembles = scratch_repository(built, workdir)
         c = args.connections
-        figures: dict[str, dict[str, Figure | None]] = {}
-        with serve(repo, control_mode="none", ready_timeout=600) as server:
-            print("serve-repo ...", flush=True)
-            target = Target("serve-repo", server.http_url, server.grpc_url, server.process.pid)
-            figures[target.label] = measure_target(target, repo, ensembles, args, report)
-        report.targets.append("serve-repo")
-        if args.backend_directory:
-            label = f"backends of {args.backend_directory.name}/"
-            models = [SMALL, f"{SMALL}__nobatch", MLP, f"{MLP}__x2", *ensembles, *(bare_model(repo, e) for e in ensembles)]
-            with ReferenceServer(repo, args.backend_directory, models) as reference:
-                print(f"tritonserver with {args.backend_directory} ...", flush=True)
-                target = Target(label, reference.http_url, reference.grpc_url, reference.pid)
-                figures[label] = measure_target(target, repo, ensembles, args, report)
-            report.targets.append(label)
-        print("FastAPI + uvicorn ...", flush=True)
-        plain = {}
-        for model, inputs in ((SMALL, request_rows(repo, SMALL)),
-                              (MLP, {"input": np.random.default_rng(1).random((1, MLP_WIDTHS[0]), np.float32)})):
-            with FastAPIServer(repo / model / "1" / "model.onnx") as fastapi:
-                plain[model] = measure(Target("FastAPI", fastapi.url, "", fastapi.pid), model, inputs,
-                                       seconds=args.seconds, connections=c, json_body=True)
+        figures: dict[str, dict[str, Pair]] = {}
         print("in-process ONNX Runtime ...", flush=True)
         rates = in_process(repo / MLP / "1" / "model.onnx", MLP_WIDTHS[0], min(args.seconds, 3))
         best = max(rates, key=rates.get)
         report.details.append("in-process ONNX Runtime on the MLP, rows/s by batch size: "
                               + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()))
+        with serve(repo, control_mode="none", ready_timeout=600) as server:
+            print("serve-repo ...", flush=True)
+            target = Target("serve-repo", server.http_url, server.grpc_url, server.process.pid)
+            figures[target.label] = measure_target(target, repo, ensembles, args, report)
+        report.targets.append(target.label)
+        if args.backend_directory:
+            models = [SMALL, f"{SMALL}__nobatch", MLP, f"{MLP}__x2", *ensembles, *(bare_model(repo, e) for e in ensembles)]
+            with ReferenceServer(repo, args.backend_directory, models) as reference:
+                print(f"tritonserver with the backends of {args.backend_directory} ...", flush=True)
+                target = Target(f"backends of {args.backend_directory.name}/", reference.http_url, reference.grpc_url,
+                                reference.pid)
+                figures[target.label] = measure_target(target, repo, ensembles, args, report)
+            report.targets.append(target.label)
         report.load.append(("end", os.getloadavg()))
 
-        def pairs(a: str, b: str, b_from: dict | None = None) -> dict:
-            return {t: (figures[t].get(a), (b_from or figures[t]).get(b)) for t in report.targets}
+        def rows_of(key: str) -> dict[str, Pair]:
+            return {t: figures[t].get(key, Pair()) for t in report.targets}
 
         report.rows += [
-            Row(f"dynamic batching on vs off ({SMALL}, {c} connections, HTTP)", pairs(f"batching on c{c}", f"batching off c{c}")),
-            Row(f"gRPC (h2load) vs HTTP (wrk) ({SMALL}, batching on, {c} in flight)", pairs("grpc", f"batching on c{c}"),
+            Row(f"dynamic batching on vs off ({SMALL}, {c} connections, HTTP)", rows_of("batching")),
+            Row(f"gRPC (h2load) vs HTTP (wrk) ({SMALL}, batching on, {c} in flight)", rows_of("grpc"),
                 "both binary tensors; gRPC: one HTTP/2 connection per call in flight"),
-            Row(f"Triton vs FastAPI + uvicorn ({SMALL}, {c} connections, HTTP)", pairs(f"batching on c{c}", SMALL, plain),
+            Row(f"Triton vs FastAPI + uvicorn ({SMALL}, {c} connections, HTTP)", rows_of("fastapi"),
                 "Triton: binary tensors; FastAPI: JSON, one worker, one ONNX Runtime call per request"),
-            Row(f"Triton vs FastAPI + uvicorn, the same JSON body ({SMALL}, {c} connections)", pairs("json", SMALL, plain)),
+            Row(f"Triton vs FastAPI + uvicorn, the same JSON body ({SMALL}, {c} connections)", rows_of("fastapi json")),
             Row(f"Triton vs FastAPI + uvicorn ({'-'.join(map(str, MLP_WIDTHS))} MLP, {c} connections, HTTP)",
-                pairs("mlp", MLP, plain), "Triton: binary tensors, dynamic batching; FastAPI: JSON"),
-            Row(f"two model instances vs one (the MLP, {c} connections, HTTP)", pairs("mlp x2", "mlp"),
+                rows_of("fastapi mlp"), "Triton: binary tensors, dynamic batching; FastAPI: JSON"),
+            Row(f"two model instances vs one (the MLP, {c} connections, HTTP)", rows_of("instances"),
                 "on 2 cores two instances share the cores that ONNX Runtime's threads already use"),
             Row(f"served vs in-process ONNX Runtime (the MLP, {c} connections x 1 row)",
-                {t: (figures[t].get("mlp"), None) for t in report.targets}, "in-process: ONNX Runtime alone, no server, no client",
-                unit="rows/s", b_text=f"{rates[best]:,.0f} rows/s at batch {best}", b_rate=rates[best]),
+                {t: Pair(a=figures[t]["fastapi mlp"].a) for t in report.targets},
+                "in-process: ONNX Runtime alone, no server, no client", unit="rows/s",
+                b_text=f"{rates[best]:,.0f} rows/s at batch {best}", b_rate=rates[best]),
         ]
         for ensemble in ensembles:
             bare = bare_model(repo, ensemble)
             report.rows.append(Row(f"ensemble vs its bare model ({ensemble} vs {bare}, {c} in flight, gRPC)",
-                                   pairs(ensemble, bare), "one raw row a request; the ensemble's steps run on the server"))
-        for t in report.targets:
-            heavy = figures[t].get("mlp 64 rows")
-            if heavy:
-                report.details.append(f"{t}: the MLP, 4 connections x 64 rows a request: {heavy.cell('rows/s')} = "
-                                      f"{heavy.rate * 64 / rates[best]:.2f}x of the in-process best; {heavy.bound()}")
-        for t in report.targets:
-            for n in sorted({*SWEEP, c}):
-                for label in ("batching on", "batching off"):
-                    f = figures[t].get(f"{label} c{n}")
-                    if f and n != c:
-                        report.details.append(f"{t}, {SMALL} {label}, {n} connections: {f.cell()}; {f.bound()}")
+                                   rows_of(ensemble), "one raw row a request; the ensemble's steps run on the server"))
+        for t, heavy in report.batched.items():
+            report.details.append(f"{t}: the MLP with 64 rows a request = {heavy.rate * 64 / rates[best]:.2f}x "
+                                  "of the in-process best")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return report
 
 
 # ---- the report -------------------------------------------------------------------------------
-def ratio(a: Figure | None, b: Figure | None, b_rate: float = 0.0) -> str:
-    if a is None or (b is None and not b_rate):
+def ratio(pair: Pair, b_rate: float = 0.0) -> str:
+    """The median of the rounds' A/B (their range beside it), or A over a fixed rate; '-' without both."""
+    a = pair.a_figure
+    if a is None or (pair.b_figure is None and not b_rate):
         return "-"
-    text = f"{a.rate * a.rows / (b.rate * b.rows if b else b_rate):.2f}x"
-    failed = a.result.errors + (b.result.errors if b else 0)
-    return f"{text} (invalid: {failed} failed requests)" if failed else text
+    values = pair.ratios() if pair.b else [f.rate * f.rows / b_rate for f in pair.a]
+    middle = sorted(values)[len(values) // 2]
+    text = f"**{middle:.2f}x**" + (f" ({min(values):.2f}-{max(values):.2f} over {len(values)} rounds)" if len(values) > 1 else "")
+    return f"{text} (invalid: {pair.failed()} failed requests)" if pair.failed() else text
 
 
 def bound_text(row: Row, target: str) -> str:
-    a, b = row.pairs[target]
-    parts = [f"A: {a.bound()}" if a else "A: -"]
+    pair = row.pairs[target]
+    parts = [f"A: {f.bound()}" for f in pair.a] or ["A: -"]
     if not row.b_text:
-        parts.append(f"B: {b.bound()}" if b else "B: -")
+        parts += [f"B: {f.bound()}" for f in pair.b] or ["B: -"]
     return "; ".join(parts)
 
 
@@ -408,8 +489,10 @@ def markdown(report: Report, args, png: Path) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} in one run on {CORES} CPU cores "
         f"({platform.processor() or platform.machine()}, no GPU), tritonserver 2.51.0 from nvidia-pytriton, Python "
         f"{platform.python_version()}; load average (1, 5, 15 min) {load}. Load: wrk (HTTP, KServe v2 binary tensors) "
-        f"and h2load (gRPC, a pre-encoded ModelInferRequest), one generator thread, {args.seconds:g} s a figure "
-        "after a 1 s warm-up, one row a request. Every figure gives the generator's share of the machine's CPU.",
+        f"and h2load (gRPC, a pre-encoded ModelInferRequest), one generator thread, one row a request. Each pair is "
+        f"measured in {args.rounds} alternating rounds (A B, B A, ...) of {args.seconds:g} s after a warm-up, so that "
+        "other work on the machine falls on both sides: a cell is its side's median round, the ratio the median of "
+        "the rounds' ratios (their range beside it). Every figure gives the generator's share of the machine's CPU.",
         "",
     ]
     head = "| comparison |"
@@ -421,9 +504,8 @@ def markdown(report: Report, args, png: Path) -> str:
     for row in report.rows:
         cells = []
         for t in report.targets:
-            a, b = row.pairs[t]
-            cells += [a.cell(row.unit) if a else "-", row.b_text or (b.cell(row.unit) if b else "-"),
-                      f"**{ratio(a, b, row.b_rate)}**" if a and (b or row.b_rate) else "-"]
+            a, b = row.pairs[t].a_figure, row.pairs[t].b_figure
+            cells += [a.cell(row.unit) if a else "-", row.b_text or (b.cell(row.unit) if b else "-"), ratio(row.pairs[t], row.b_rate)]
         lines.append(f"| {row.comparison} | " + " | ".join(cells) + f" | {row.note} |")
     if report.build:
         lines += ["", f"build-repo on the examples: {report.build}."]
@@ -434,7 +516,7 @@ def markdown(report: Report, args, png: Path) -> str:
         for t in report.targets:
             lines.append(f"- {row.comparison}, {t}: {bound_text(row, t)}")
     lines += ["", "Details:", ""] + [f"- {d}" for d in report.details]
-    lines += ["", "Read with care: one run on a shared 2-core box, where the server, its Python stubs and the "
+    lines += ["", f"Read with care: one run on a shared {CORES}-core box, where the server, its Python stubs and the "
               "generator share the cores, and other work on the machine shows as \"others\". The ratios are the "
               "result; the absolute figures depend on the box.", ""]
     return "\n".join(lines)
@@ -460,8 +542,9 @@ def write_section(path: Path, text: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=5.0, help="seconds of load per figure, after 1 s of warm-up (default 5)")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds of load per figure and round (default 3)")
     p.add_argument("--connections", type=int, default=32, help="requests in flight (default 32)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each pair, A B then B A ... (default 3)")
     p.add_argument("--backend-directory", type=Path, default=None,
                    help="a folder of Triton backends (e.g. the NGC image's /opt/tritonserver/backends): adds a column")
     p.add_argument("--repo", type=Path, default=None, help="a repository build-repo made from the examples (skips the build row)")
@@ -469,6 +552,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.seconds > 60:
         p.error("--seconds must be in (0, 60]")
+    if not 1 <= args.rounds <= 9:
+        p.error("--rounds must be in 1..9")
     if args.backend_directory and not args.backend_directory.is_dir():
         p.error(f"--backend-directory {args.backend_directory}: no such folder")
     # A stopped run still stops its servers (the context managers' exits run on SystemExit).
@@ -481,7 +566,7 @@ def main(argv=None) -> int:
     write_section(args.out, text)
     print("\n" + text)
     print(f"wrote {args.out} (its compare section) and {png}")
-    print(json.dumps({r.comparison: {t: ratio(*r.pairs[t], r.b_rate) for t in report.targets} for r in report.rows}, indent=1))
+    print(json.dumps({r.comparison: {t: ratio(r.pairs[t], r.b_rate) for t in report.targets} for r in report.rows}, indent=1))
     return 0
 
 

@@ -193,8 +193,13 @@ def tree_cpu_seconds(root_pid: int) -> float:
 
 
 def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine (every core, every process) has spent busy since boot."""
+    """CPU seconds the cores this process may run on (every process on them) have spent busy since boot."""
+    cpus = {f"cpu{n}" for n in os.sched_getaffinity(0)}
+    busy = 0
     with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        for line in f:
+            name, *values = line.split()
+            if name in cpus:
+                fields = [int(v) for v in values]
+                busy += sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")

@@ -183,7 +183,8 @@ def grpc_preflight(url: str, model: str, message: bytes, timeout_s: float = 30.0
     with grpc.insecure_channel(url) as channel:
         call = channel.unary_unary(GRPC_INFER_PATH)  # no (de)serializers: the bytes as they are
         try:
-            return call(message, timeout=timeout_s)
+            # wait_for_ready: a server busy accepting connections is slow, not wrong
+            return call(message, timeout=timeout_s, wait_for_ready=True)
         except grpc.RpcError as exc:
             raise LoadError(f"gRPC pre-flight request to {model} at {url} failed, so no load was run "
                             f"(h2load cannot see gRPC errors): {exc.code().name}: {exc.details()}") from None
