@@ -11,7 +11,7 @@ from google.protobuf import text_format
 
 from fixtures_build import EXAMPLE_ENSEMBLES, EXAMPLE_MODELS, EXAMPLE_STEPS
 from fixtures_serving import linear_samples, make_config, write_model
-from tritonforge.serving.check import check_repository, format_table
+from tritonforge.serving.check import check_repository, compare_classes, format_table
 
 CHECK_REPO = str(Path(sys.executable).parent / "check-repo")
 TINY_MODELS = ("onnx_linear", "onnx_strings", "torch_linear", "tf_linear")
@@ -31,6 +31,8 @@ def test_built_examples_pass_over_http_and_grpc_on_a_server_check_repo_starts(bu
     sampled = {(line.split()[0], line.split()[2]) for line in lines if line.split()[3] == "ok"}
     assert sampled == {(m, p) for m in EXAMPLE_MODELS + EXAMPLE_ENSEMBLES for p in ("http", "grpc")}
     assert all(" rows, " in line for line in lines if line.split()[3] == "ok")
+    # Classifying ensembles were asked for labels with scores too, as clients ask for them.
+    assert all("labels with scores of " in line for line in lines if line.split()[0] in ("churn_pipeline_ensemble", "digits_cnn_ensemble"))
     # Steps have no samples of their own: shown as config only, checked through their ensemble, not counted.
     config_only = [line for line in lines if line.split()[3] == "config-only"]
     assert {line.split()[0] for line in config_only} == set(EXAMPLE_STEPS)
@@ -82,3 +84,19 @@ def test_an_unreachable_server_is_one_line_and_exit_status_2(tiny_repo):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("check-repo: ")
     assert "Traceback" not in result.stderr
+
+
+EXPECTED_SCORES = np.array([[0.2, 0.7, 0.1]])
+LABELS = ["cat", "dog", "eel"]
+
+
+@pytest.mark.parametrize("served, problem", [
+    (["0.7:1:dog", "0.2:0:cat", "0.1:2:eel"], ""),
+    (["0.7:1:cat", "0.2:0:dog", "0.1:2:eel"], "row 0: class 1 named 'cat', the labels file says 'dog'"),
+    (["0.7:1", "0.2:0:cat", "0.1:2:eel"], "row 0: class 1 named '', the labels file says 'dog'"),
+    (["0.6:1:dog", "0.2:0:cat", "0.1:2:eel"], "row 0: score 0.6 for 'dog', expected 0.7"),
+    (["0.2:0:cat", "0.7:1:dog", "0.1:2:eel"], "row 0: classes not best first ('dog' after a lower score)"),
+], ids=["agrees", "labels swapped", "no label", "score off", "not best first"])
+def test_labels_with_scores_must_name_each_class_with_its_stored_score_best_first(served, problem):
+    answer = np.array([[v.encode() for v in served]], dtype=object)
+    assert compare_classes(answer, EXPECTED_SCORES, LABELS, atol=1e-5, rtol=1e-4) == problem
