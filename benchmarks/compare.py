@@ -130,6 +130,11 @@ class Load:
                 f"{f' on {self.connections} connection(s)' if self.streams > 1 else ''})")
 
 
+def grpc(target: Target, model: str, inputs: dict, calls: int) -> Load:
+    """``calls`` gRPC calls in flight on one HTTP/2 connection, as a gRPC client multiplexes them."""
+    return Load(target, model, inputs, 1, "grpc", streams=calls)
+
+
 def measure(load: Load, seconds: float, *, warm: bool = True) -> Figure | None:
     """(A 1 s warm-up, then) ``seconds`` of load; None, said on the console, when the generator refuses."""
     try:
@@ -347,11 +352,12 @@ def measure_target(target: Target, repo: Path, ensembles: list[str], args, repor
                 sweep[label].append((n, figure.rate))
     for label, points in sweep.items():
         report.sweep[f"{target.label}, {label}"] = points
-    pairs["grpc"] = measure_pair(Load(target, SMALL, small, c, "grpc"), on, s, rounds)
-    shared = measure(Load(target, SMALL, small, 1, "grpc", streams=c), s)
-    if shared:
-        report.details.append(f"{target.label}, {SMALL} over gRPC, one connection with {c} streams (how gRPC clients "
-                              f"usually multiplex; one round): {shared.cell()}; {shared.bound()}")
+    pairs["grpc"] = measure_pair(grpc(target, SMALL, small, c), on, s, rounds)
+    spread = measure(Load(target, SMALL, small, c, "grpc"), s)
+    if spread:
+        report.details.append(f"{target.label}, {SMALL} over gRPC with {c} connections of one call each (one round; "
+                              f"the table's gRPC figures multiplex {c} calls on one connection, as gRPC clients do): "
+                              f"{spread.cell()}; {spread.bound()}")
     with FastAPIServer(repo / SMALL / "1" / "model.onnx") as fastapi:
         plain = Target("FastAPI", fastapi.url, "", fastapi.pid)
         pairs["fastapi"] = measure_pair(on, Load(plain, SMALL, small, c, json_body=True), s, rounds)
@@ -369,8 +375,8 @@ def measure_target(target: Target, repo: Path, ensembles: list[str], args, repor
         report.batched[target.label] = batched
     for ensemble in ensembles:
         bare = bare_model(repo, ensemble)
-        pairs[ensemble] = measure_pair(Load(target, ensemble, request_rows(repo, ensemble), c, "grpc"),
-                                       Load(target, bare, request_rows(repo, bare), c, "grpc"), s, rounds)
+        pairs[ensemble] = measure_pair(grpc(target, ensemble, request_rows(repo, ensemble), c),
+                                       grpc(target, bare, request_rows(repo, bare), c), s, rounds)
     return pairs
 
 
@@ -414,8 +420,8 @@ def run(args) -> Report:
 
         report.rows += [
             Row(f"dynamic batching on vs off ({SMALL}, {c} connections, HTTP)", rows_of("batching")),
-            Row(f"gRPC (h2load) vs HTTP (wrk) ({SMALL}, batching on, {c} in flight)", rows_of("grpc"),
-                "both binary tensors; gRPC: one HTTP/2 connection per call in flight"),
+            Row(f"gRPC (h2load) vs HTTP (wrk) ({SMALL}, batching on, {c} calls in flight)", rows_of("grpc"),
+                "both binary tensors; gRPC: the calls multiplexed on one HTTP/2 connection, HTTP: one connection each"),
             Row(f"Triton vs FastAPI + uvicorn ({SMALL}, {c} connections, HTTP)", rows_of("fastapi"),
                 "Triton: binary tensors; FastAPI: JSON, one worker, one ONNX Runtime call per request"),
             Row(f"Triton vs FastAPI + uvicorn, the same JSON body ({SMALL}, {c} connections)", rows_of("fastapi json")),
@@ -430,7 +436,7 @@ def run(args) -> Report:
         ]
         for ensemble in ensembles:
             bare = bare_model(repo, ensemble)
-            report.rows.append(Row(f"ensemble vs its bare model ({ensemble} vs {bare}, {c} in flight, gRPC)",
+            report.rows.append(Row(f"ensemble vs its bare model ({ensemble} vs {bare}, {c} calls in flight, gRPC)",
                                    rows_of(ensemble), "one raw row a request; the ensemble's steps run on the server"))
         for t, heavy in report.batched.items():
             report.details.append(f"{t}: the MLP with 64 rows a request = {heavy.rate * 64 / rates[best]:.2f}x "
@@ -452,12 +458,29 @@ def ratio(pair: Pair, b_rate: float = 0.0) -> str:
     return f"{text} (invalid: {pair.failed()} failed requests)" if pair.failed() else text
 
 
+def bounds(figures: list[Figure]) -> str:
+    """What bounded a side's rounds, in one phrase: the machine's CPU or not, and who used it (ranges)."""
+    if not figures:
+        return "-"
+
+    def span(values) -> str:
+        low, high = min(values), max(values)
+        return f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}"
+
+    full = sum(f.machine_cores >= 0.85 * CORES for f in figures)
+    others = [max(0.0, f.machine_cores - f.server_cores - f.client_cores) for f in figures]
+    use = (f"server {span([f.server_cores for f in figures])} + {figures[0].generator} "
+           f"{span([f.client_cores for f in figures])} + others {span(others)} of {CORES} cores")
+    if full == len(figures):
+        return f"CPU ({use})"
+    if full == 0:
+        return f"not CPU, the server's own latency ({use})"
+    return f"CPU in {full} of {len(figures)} rounds ({use})"
+
+
 def bound_text(row: Row, target: str) -> str:
     pair = row.pairs[target]
-    parts = [f"A: {f.bound()}" for f in pair.a] or ["A: -"]
-    if not row.b_text:
-        parts += [f"B: {f.bound()}" for f in pair.b] or ["B: -"]
-    return "; ".join(parts)
+    return f"A: {bounds(pair.a)}" + ("" if row.b_text else f"; B: {bounds(pair.b)}")
 
 
 def plot(report: Report, path: Path) -> None:
