@@ -102,6 +102,18 @@ class Target:
     http_url: str
     grpc_url: str
     pid: int
+    process: object = None  # the server's Popen, to tell a crash from a refusal
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            why = (" (SIGSEGV: in this release, Triton's gRPC server can crash on calls a client cancels, as a load "
+                   "generator does when it stops; triton-inference-server/server#7472, fixed by #7840 after 24.11)"
+                   if self.process.returncode == -11 else "")
+            raise ServerDied(f"{self.label}: tritonserver exited with status {self.process.returncode}{why}")
+
+
+class ServerDied(RuntimeError):
+    """The server under test exited during the run (its figures so far are dropped; run() starts it again)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,7 @@ def measure(load: Load, seconds: float, *, warm: bool = True) -> Figure | None:
                         (tree_cpu_seconds(load.target.pid) - server0) / wall, (machine_busy_seconds() - machine0) / wall,
                         load.rows)
     except LoadError as exc:
+        load.target.check_alive()
         print(f"  {load}: no figure: {exc}", flush=True)
         return None
     print(f"  {load}: {figure.cell('rows/s' if load.rows > 1 else 'req/s')}; {figure.bound()}", flush=True)
@@ -400,19 +413,32 @@ def run(args) -> Report:
         best = max(rates, key=rates.get)
         report.details.append("in-process ONNX Runtime on the MLP, rows/s by batch size: "
                               + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()))
-        with serve(repo, control_mode="none", ready_timeout=600) as server:
-            print("serve-repo ...", flush=True)
-            target = Target("serve-repo", server.http_url, server.grpc_url, server.process.pid)
-            figures[target.label] = measure_target(target, repo, ensembles, args, report)
-        report.targets.append(target.label)
+        def served(label: str, start) -> None:
+            """Measure one server; a crash (tritonserver 2.51's gRPC cancellation race, see the report)
+            drops its figures and starts it once more."""
+            for attempt in (1, 2):
+                details = len(report.details)
+                try:
+                    with start() as server:
+                        print(f"{label} ...", flush=True)
+                        target = Target(label, server.http_url, server.grpc_url, server.process.pid, server.process)
+                        figures[label] = measure_target(target, repo, ensembles, args, report)
+                        target.check_alive()
+                    report.targets.append(label)
+                    return
+                except ServerDied as exc:
+                    del report.details[details:]
+                    for key in [k for k in report.sweep if k.startswith(f"{label}, ")]:
+                        del report.sweep[key]
+                    report.batched.pop(label, None)
+                    report.details.append(f"{exc} during the run (attempt {attempt}); its figures were dropped"
+                                          + ("; started again" if attempt == 1 else "; no column"))
+                    print(f"  {exc}", flush=True)
+
+        served("serve-repo", lambda: serve(repo, control_mode="none", ready_timeout=600))
         if args.backend_directory:
             models = [SMALL, f"{SMALL}__nobatch", MLP, f"{MLP}__x2", *ensembles, *(bare_model(repo, e) for e in ensembles)]
-            with ReferenceServer(repo, args.backend_directory, models) as reference:
-                print(f"tritonserver with the backends of {args.backend_directory} ...", flush=True)
-                target = Target(f"backends of {args.backend_directory.name}/", reference.http_url, reference.grpc_url,
-                                reference.pid)
-                figures[target.label] = measure_target(target, repo, ensembles, args, report)
-            report.targets.append(target.label)
+            served(f"backends of {args.backend_directory.name}/", lambda: ReferenceServer(repo, args.backend_directory, models))
         report.load.append(("end", os.getloadavg()))
 
         def rows_of(key: str) -> dict[str, Pair]:

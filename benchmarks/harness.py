@@ -83,9 +83,9 @@ class ReferenceServer:
         return self.process.pid
 
     def __exit__(self, *exc):
-        if self.process.poll() is not None:  # it died under us: say why before its log goes
+        if self.process.poll() is not None:  # it died under us: say why before its log goes (its last lines)
             print(f"tritonserver with {self.backends} exited with status {self.process.returncode}; log tail:\n"
-                  + (self.workdir / "log.txt").read_text(errors="replace")[-3000:], file=sys.stderr)
+                  + (self.workdir / "log.txt").read_text(errors="replace")[-1200:], file=sys.stderr)
         triton.terminate(self.process, 20)
         self.log.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
