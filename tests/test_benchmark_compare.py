@@ -76,3 +76,14 @@ def test_refusals_before_anything_starts(tmp_path, capsys):
     (one_backend / "libtriton_onnxruntime.so").write_bytes(b"")
     with pytest.raises(SystemExit, match="not one backend's own folder"):
         harness.ReferenceServer(tmp_path, one_backend, ["m"]).__enter__()
+
+
+def test_a_server_that_crashed_is_told_from_a_refusal():
+    import subprocess
+
+    crashed = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"])
+    crashed.wait(timeout=30)
+    target = compare.Target("reference", "127.0.0.1:1", "127.0.0.1:2", crashed.pid, crashed)
+    with pytest.raises(compare.ServerDied, match="SIGSEGV.*#7472"):
+        target.check_alive()
+    compare.Target("FastAPI", "127.0.0.1:1", "", 0).check_alive()  # no process known: nothing to tell
