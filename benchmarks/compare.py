@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
-from harness import FastAPIServer, ReferenceServer, machine_busy_seconds, one_row, tree_cpu_seconds  # noqa: E402
+from harness import FastAPIServer, ReferenceServer, machine_busy_seconds, mlp_onnx, one_row, tree_cpu_seconds  # noqa: E402
 from tritonforge.builder import BuildOptions, build_repository  # noqa: E402
 from tritonforge.loadtests.native import LoadError, LoadResult, run_h2load, run_wrk  # noqa: E402
 from tritonforge.repository import config as config_file  # noqa: E402
@@ -210,27 +210,6 @@ def measure_pair(a: Load, b: Load, seconds: float, rounds: int) -> Pair:
 
 
 # ---- the repository being served -----------------------------------------------------------
-def mlp_onnx(path: Path, widths: tuple[int, ...] = MLP_WIDTHS, seed: int = 4) -> None:
-    """Gemm (+Relu) layers of ``widths``, seeded weights: input [batch, widths[0]] -> output."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    nodes, inits, last = [], [], "input"
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        inits += [numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
-        nodes.append(helper.make_node("Gemm", [last, f"w{i}", f"b{i}"], [f"h{i}"]))
-        last = f"h{i}"
-        if i < len(widths) - 2:
-            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
-            last = f"r{i}"
-    nodes[-1].output[0] = "output"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", widths[0]])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", widths[-1]])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-
-
 def build_examples(workdir: Path) -> tuple[Path, float, float, int]:
     """The examples trained and built (--device cpu) cold, then rebuilt with nothing to do."""
     from train_models import train_examples
@@ -278,7 +257,7 @@ def scratch_repository(built: Path, workdir: Path) -> tuple[Path, list[str]]:
     (two instances). Returns the repository and the ensembles found."""
     mlp_source = workdir / "mlp_source"
     mlp_source.mkdir()
-    mlp_onnx(mlp_source / f"{MLP}.onnx")
+    mlp_onnx(mlp_source / f"{MLP}.onnx", MLP_WIDTHS, seed=4)
     mlp_built = workdir / "mlp_built"
     results = build_repository(mlp_source, mlp_built, BuildOptions(device="cpu"))
     if not all(r.ok for r in results):

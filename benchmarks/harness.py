@@ -162,6 +162,27 @@ class FastAPIServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def mlp_onnx(path: Path, widths: tuple[int, ...], seed: int) -> None:
+    """Gemm (+Relu) layers of ``widths``, seeded weights: input [batch, widths[0]] -> output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, last = [], [], "input"
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        inits += [numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [last, f"w{i}", f"b{i}"], [f"h{i}"]))
+        last = f"h{i}"
+        if i < len(widths) - 2:
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    nodes[-1].output[0] = "output"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", widths[0]])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", widths[-1]])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
 def one_row(repo: Path, model: str) -> dict[str, np.ndarray]:
     """The first row of ``model``'s samples.npz (strings as object arrays of str)."""
     samples = read_samples(latest_samples(repo / model))

@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
-from harness import ReferenceServer, one_row  # noqa: E402  (benchmarks/harness.py, shared with compare.py)
+from harness import FASTAPI_APP, ReferenceServer, mlp_onnx, one_row  # noqa: E402  (benchmarks/harness.py, shared with compare.py)
 from tritonforge.builder import BuildOptions, build_repository  # noqa: E402
 from tritonforge.loadtests.native import LoadResult, run_wrk  # noqa: E402
 from tritonforge.repository import latest_samples, read_samples  # noqa: E402
@@ -69,33 +69,13 @@ instance_group { kind: KIND_CPU count: 1 }
 '''
 
 
-def mlp(path: Path, widths: tuple[int, ...], seed: int) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    nodes, inits, last = [], [], "input"
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        inits += [numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
-        nodes.append(helper.make_node("Gemm", [last, f"w{i}", f"b{i}"], [f"h{i}"]))
-        last = f"h{i}"
-        if i < len(widths) - 2:
-            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
-            last = f"r{i}"
-    nodes[-1].output[0] = "output"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", widths[0]])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", widths[-1]])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-
-
 def build(workdir: Path) -> Path:
     from train_models import train_examples
 
     models = workdir / "models"
     train_examples(models)
     for name, widths in SHAPES.items():
-        mlp(models / f"{name}.onnx", widths, seed=len(widths))
+        mlp_onnx(models / f"{name}.onnx", widths, seed=len(widths))
     (models / f"{LARGE}.yaml").write_text("precision: int8\n")
     (models / "digits_cnn.yaml").write_text((models / "digits_cnn.yaml").read_text() + "precision: int8\n")
     repo = workdir / "repo"
@@ -132,33 +112,6 @@ def unbatched(server, model: str) -> None:
 def measure(url: str, model: str, repo: Path, seconds: float) -> LoadResult:
     run_wrk(url, model, rows_for(model, repo), connections=CONNECTIONS, seconds=1)  # warm up
     return run_wrk(url, model, rows_for(model, repo), connections=CONNECTIONS, seconds=seconds)
-
-
-FASTAPI_APP = '''
-"""The usual hand-written alternative: FastAPI + uvicorn, one ONNX Runtime call per request."""
-import sys
-import numpy as np
-import onnxruntime as ort
-from fastapi import FastAPI, Request
-
-session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-app = FastAPI()
-
-
-@app.post("/v2/models/{model}/infer")
-async def infer(model: str, request: Request):
-    body = await request.json()
-    feed = {item["name"]: np.asarray(item["data"], dtype=np.float32).reshape(item["shape"]) for item in body["inputs"]}
-    names = [o.name for o in session.get_outputs()]
-    values = session.run(names, feed)
-    return {"model_name": model, "outputs": [{"name": n, "shape": list(v.shape), "datatype": "FP32",
-                                              "data": v.reshape(-1).tolist()} for n, v in zip(names, values)]}
-
-
-if __name__ == "__main__":
-    import uvicorn
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-'''
 
 
 def fastapi(onnx_path: Path, workdir: Path, model: str, seconds: float, rows) -> LoadResult:

@@ -217,7 +217,7 @@ def _read_csv(path: Path, spec: ModelSpec) -> dict[str, object]:
     if not table:
         raise InputError(f"{path}: empty CSV file")
     first = table[0]
-    if all(_is_number(cell) for cell in first):  # no header: every column feeds the one input
+    if all(is_number(cell) for cell in first):  # no header: every column feeds the one input
         tensor = _single_input(spec, path)
         return {tensor.name: [[float(c) if c.strip() else np.nan for c in row] for row in table]}
     header, body = first, table[1:]
@@ -234,12 +234,13 @@ def _read_csv(path: Path, spec: ModelSpec) -> dict[str, object]:
         )
     converted = []
     for row in rows:
-        converted.append({k: (np.nan if v == "" else _scalar(v)) if _is_number(v) or v == "" else v
+        converted.append({k: (np.nan if v == "" else _scalar(v)) if is_number(v) or v == "" else v
                           for k, v in row.items()})
     return _columns(converted, spec, path)
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """A CSV cell that reads as a number ("nan" included)."""
     try:
         float(text)
         return True

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonforge.clients import InputError, ModelSpec, read_inputs
-from tritonforge.clients.inputs import IMAGE_SUFFIXES, conform
+from tritonforge.clients.inputs import IMAGE_SUFFIXES, conform, is_number
 from tritonforge.repository import Samples, read_samples, write_samples
 
 JSON_LINES = {".jsonl", ".ndjson"}
@@ -102,7 +102,7 @@ def _csv(path: Path, target: str | None) -> DataSet:
     if not table:
         raise DataError(f"{path}: empty file (no header, no rows)")
     header, body = table[0], table[1:]
-    has_header = not all(_is_number(cell) for cell in header)
+    has_header = not all(is_number(cell) for cell in header)
     if not has_header:
         if target is not None:
             raise DataError(f"{path}: no header line, so no column '{target}' (the first line is numbers)")
@@ -185,11 +185,3 @@ def _images(folder: Path, target: str | None) -> DataSet:
     if not images:
         raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return DataSet(folder, len(images), images)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return text.strip().lower() == "nan"
