@@ -47,6 +47,9 @@ CASES = [
     ("onnx-thread-parameter", "onnx", "onnxruntime_onnx", "model.onnx",
      dict(inputs=F32_IN, outputs=F32_OUT, parameters={"intra_op_thread_count": "many"}),
      "invalid literal for int() with base 10: 'many'"),
+    ("onnx-spinning-parameter", "onnx", "onnxruntime_onnx", "model.onnx",
+     dict(inputs=F32_IN, outputs=F32_OUT, parameters={"tritonforge_allow_spinning": "yes"}),
+     "parameter tritonforge_allow_spinning must be 0 or 1, got 'yes'"),
     ("torch-input-name", "torchscript", "pytorch_libtorch", "model.pt",
      dict(inputs=[("features", "TYPE_FP32", [4])], outputs=[("OUTPUT__0", "TYPE_FP32", [3])]),
      "unexpected inference input 'features', allowed inputs are: INPUT__0, input"),
@@ -96,7 +99,8 @@ def test_mismatched_config_is_refused_at_load(tiny_server, tiny_repo, tiny_artif
 def test_a_fitting_config_of_the_same_artifacts_loads(tiny_server, tiny_repo, tiny_artifacts):
     """The control for the table: the same driver with a correct config loads and serves."""
     config = make_config("accepted_onnx", "onnxruntime_onnx", F32_IN, F32_OUT,
-                         parameters={"intra_op_thread_count": "1", "inter_op_thread_count": "1"})
+                         parameters={"intra_op_thread_count": "1", "inter_op_thread_count": "1",
+                                     "tritonforge_allow_spinning": "1"})
     write_model(tiny_repo, config, tiny_artifacts["onnx"], "model.onnx")
     tiny_server.load("accepted_onnx")
     assert tiny_server.model_states()[("accepted_onnx", "1")] == "READY"

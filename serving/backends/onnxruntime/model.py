@@ -8,7 +8,7 @@ are named once in Triton's log and ignored.
 import numpy as np
 
 from tritonforge.repository import STRING
-from tritonforge.serving.backends.common import BatchedModel, ModelArgs, TensorSpec, artifact_tensor, check_config, refuse
+from tritonforge.serving.backends.common import BatchedModel, ConfigRefused, ModelArgs, TensorSpec, artifact_tensor, check_config, refuse
 
 # ONNX Runtime type strings -> numpy dtypes (Triton's names come from tritonforge.repository.dtypes).
 _ORT_TYPES = {
@@ -30,6 +30,29 @@ def _graph_levels():
 
     level = ort.GraphOptimizationLevel
     return {-1: level.ORT_ENABLE_BASIC, 1: level.ORT_ENABLE_EXTENDED, 2: level.ORT_DISABLE_ALL}
+
+
+SPINNING_PARAMETER = "tritonforge_allow_spinning"
+
+
+def allow_spinning(margs: ModelArgs) -> str:
+    """ONNX Runtime's ``session.intra_op.allow_spinning`` for this model: "1" or "0".
+
+    ORT's pool threads spin after each run by default. Triton's C++ backend can afford that; here
+    the stub and tritonserver are two processes on the same cores. With dynamic batching the spin
+    takes the CPU that tritonserver needs to answer and gather the next batch (on 2 cores: server
+    CPU per request -20% on the 512-2048-2048-10 MLP, -25% on the 32-64-8 MLP, throughput
+    unchanged), so it is off. Without it the model runs one request at a time and the next one
+    waits on the pool threads waking up: spinning gave +16% requests/s on the large MLP
+    (benchmarks/speed.py). ``parameters { key: "tritonforge_allow_spinning" }`` overrides either.
+    """
+    value = margs.parameter(SPINNING_PARAMETER)
+    if value is not None:
+        if value not in ("0", "1"):
+            raise ConfigRefused(f"model '{margs.name}': parameter {SPINNING_PARAMETER} must be 0 or 1, got '{value}'")
+        return value
+    batched = "dynamic_batching" in margs.config or "sequence_batching" in margs.config
+    return "0" if batched else "1"
 
 
 def gpu_only_settings(config: dict) -> str:
@@ -55,12 +78,7 @@ class TritonPythonModel:
                 options.intra_op_num_threads = int(intra)
             if inter is not None:
                 options.inter_op_num_threads = int(inter)
-            # ORT's pool threads spin after each run by default. In Triton's C++ backend that is
-            # cheap; here the stub and tritonserver are two processes on the same cores, and the
-            # spin takes the CPU that tritonserver needs to answer and feed the next batch
-            # (measured on 2 cores: server CPU per request -20% on the large MLP batched, -24%
-            # unbatched, -25% on the 32-64-8 MLP; benchmarks/speed.py, docs/BENCHMARKS.md).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.intra_op.allow_spinning", allow_spinning(margs))
             # optimization.graph.level as Triton's backend reads it: -1 basic, 1 extended, 2 none.
             level = ((margs.config.get("optimization") or {}).get("graph") or {}).get("level")
             if level is not None:
