@@ -141,3 +141,50 @@ def test_unreadable_images_are_named_by_row(data, message):
     with pytest.raises(image.RowError) as error:
         image.images_to_input([data], DIGITS)
     assert str(error.value).startswith(message)
+
+
+def encoded(pixels: np.ndarray, mode: str | None = None, fmt: str = "PNG", **save) -> bytes:
+    buffer = io.BytesIO()
+    picture = Image.fromarray(pixels) if mode is None else Image.fromarray(pixels).convert(mode)
+    picture.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+NOISE = np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+RGB = {**DIGITS, "channels": 3}
+
+
+@pytest.mark.parametrize("data, spec", [
+    (encoded(NOISE[:, :, 0]), DIGITS),                                   # grey, the model's size: OpenCV
+    (encoded(NOISE), RGB),                                               # RGB, the model's size: OpenCV
+    (encoded(NOISE[:, :, 0], optimize=True), DIGITS),
+    (encoded(NOISE[:, :, 0])[:-12], DIGITS),                             # no IEND: OpenCV refuses, Pillow reads it
+    (encoded(NOISE), DIGITS),                                            # RGB for a grey model: Pillow converts
+    (encoded(NOISE[:, :, 0]), RGB),                                      # grey for an RGB model
+    (encoded(NOISE, "RGBA"), RGB),                                       # alpha
+    (encoded(NOISE, "P"), RGB),                                          # palette
+    (encoded(NOISE[:, :, 0], "LA"), DIGITS),                             # grey with alpha
+    (encoded((NOISE[:, :, 0].astype(np.uint16) * 257), "I;16"), DIGITS),  # 16-bit
+    (encoded(NOISE[:20, :20, 0]), DIGITS),                               # another size: resized
+    (encoded(NOISE[:, :, 0], fmt="JPEG"), DIGITS),                       # JPEG
+], ids=["grey", "rgb", "grey-optimized", "no-end", "rgb-to-grey", "grey-to-rgb", "rgba", "palette", "grey-alpha", "16-bit",
+        "resize", "jpeg"])
+def test_every_image_decodes_to_what_pillow_gives(data, spec):
+    assert np.array_equal(image.decode(0, data, spec), image.decode_with_pillow(0, data, spec))
+
+
+def test_a_png_at_the_models_size_is_decoded_without_pillow():
+    # The fast path is taken (OpenCV is installed with the project), not silently skipped.
+    assert image.png_at_size(encoded(NOISE[:, :, 0]), DIGITS) is not None
+    assert image.png_at_size(encoded(NOISE), RGB) is not None
+    assert image.png_at_size(encoded(NOISE[:20, :20, 0]), DIGITS) is None
+
+
+@pytest.mark.parametrize("data, message", [
+    (encoded(NOISE[:, :, 0])[:300], "row 0: cannot decode image"),       # cut inside the pixels
+    (claims(28, 28), "row 0: cannot decode image"),                      # a model-sized header, no pixels
+], ids=["truncated", "empty-pixels"])
+def test_a_broken_png_at_the_models_size_is_refused_as_pillow_words_it(data, message):
+    with pytest.raises(image.RowError) as error:
+        image.images_to_input([data], DIGITS)
+    assert str(error.value).startswith(message)
