@@ -11,6 +11,7 @@ CSV lines list the fields in the order of ``outputs`` then ``fields``, with no h
 """
 import csv
 import json
+from operator import itemgetter
 
 import numpy as np
 
@@ -123,96 +124,154 @@ def rows_to_inputs(raw_rows, spec):
 # what is wrong. The rows are joined with ",\n" so that no row can borrow another's text: a raw
 # newline is illegal inside a JSON string, and a row that leaves an object or array open turns the
 # next rows into a nested value, which no field accepts.
+# The work is column by column over the batch: one list of values per output (row-major, the
+# output's own fields), then one float64 array for every number of every output and one object
+# array for every string, each output a view of its part of them.
 _NUMBER_TYPES = {int, float}
+_JSON = json.JSONDecoder()  # json.loads(text) is _JSON.decode(text) after checks a joined text never needs
 
 
-def read_batch(raw_rows, spec):
+class Layout:
+    """What read_batch needs of a spec, worked out once (the served step keeps one)."""
+
+    def __init__(self, spec):
+        self.kind = spec.get("format", "auto")
+        self.allow_missing = spec.get("allow_missing", False)
+        self.order = field_order(spec)
+        self.keys = len(set(self.order))  # a record with every field and no more keys has no unknown field
+        self.names = [output["name"] for output in spec["outputs"]]
+        # The outputs of numbers and those of strings, each as (name, its first field in a row, its width,
+        # a getter of its fields in a record, its dtype): each group's values go into one array, output
+        # after output, and each output is a view of its part.
+        self.numbers, self.strings, start = [], [], 0
+        for output in spec["outputs"]:
+            fields, string = output["fields"], output["dtype"] == "string"
+            dtype = np.dtype(object if string else output["dtype"])
+            (self.strings if string else self.numbers).append((output["name"], start, len(fields), itemgetter(*fields), dtype))
+            start += len(fields)
+        dtypes = {entry[4] for entry in self.numbers}
+        self.dtype = dtypes.pop() if len(dtypes) == 1 else None  # one cast for every number when they share a dtype
+        # A group whose outputs have one width (and one dtype) is one (outputs, rows, width) array.
+        self.number_width = _one_width(self.numbers) if self.dtype is not None else None
+        self.string_width = _one_width(self.strings)
+
+
+def _one_width(group):
+    widths = {entry[2] for entry in group}
+    return widths.pop() if len(widths) == 1 else None
+
+
+def read_batch(raw_rows, spec, layout=None):
     """One array per model input for the whole batch, or None: then read_rows says what is wrong."""
+    layout = layout or Layout(spec)
     try:
         texts = [raw.decode("utf-8").strip() for raw in raw_rows if len(raw) <= MAX_ROW_BYTES]
     except (UnicodeDecodeError, AttributeError):
         return None
     if len(texts) != len(raw_rows) or not texts:
         return None
-    kind = spec.get("format", "auto")
+    kind = layout.kind
     if kind == "json" or (kind == "auto" and all(t[:1] == "{" for t in texts)):
-        records = _json_records(texts, field_order(spec))
-        return None if records is None else _columns_of_records(records, spec)
+        return _columns_of_records(texts, layout)
     if kind == "csv" or (kind == "auto" and not any(t[:1] in ("{", "[") for t in texts)):
-        return _columns_of_lines(texts, spec)
+        return _columns_of_lines(texts, layout)
     return None
 
 
-def _json_records(texts, order):
+def _columns_of_records(texts, layout):
     if not all(t[-1:] == "}" for t in texts):
         return None
     try:
-        records = json.loads("[" + ",\n".join(texts) + "]")
+        records = _JSON.decode("[" + ",\n".join(texts) + "]")
     except (ValueError, RecursionError):
         return None
-    if len(records) != len(texts) or not all(type(r) is dict for r in records):
+    if len(records) != len(texts) or set(map(type, records)) != {dict} or set(map(len, records)) != {layout.keys}:
         return None
-    known = set(order)
-    return records if all(r.keys() <= known for r in records) else None
+    try:  # a missing field (KeyError) is read_rows' to name; with every field there and no more keys, none is unknown
+        numbers = [_values(records, entry) for entry in layout.numbers]
+        strings = [_values(records, entry) for entry in layout.strings]
+    except KeyError:
+        return None
+    numbers = _flat(numbers)
+    if not set(map(type, numbers)) <= _NUMBER_TYPES:  # bool, None, str, list, dict: read_rows says which
+        return None
+    return _arrays(len(texts), numbers, _flat(strings), layout)
 
 
-def _columns_of_records(records, spec):
-    arrays = {}
-    for output in spec["outputs"]:
-        values = [record.get(field) for record in records for field in output["fields"]]
-        kinds = set(map(type, values))
-        if output["dtype"] == "string":
-            if kinds != {str}:
-                return None
-            array = np.array([v.encode("utf-8") for v in values], dtype=np.object_)
-        else:
-            if not kinds <= _NUMBER_TYPES:
-                return None
-            array = _finite(values, output, spec)
-            if array is None:
-                return None
-        arrays[output["name"]] = array.reshape(len(records), -1)
-    return arrays
+def _values(records, entry):
+    _, _, width, getter, _ = entry
+    values = list(map(getter, records))
+    return values if width == 1 else [v for row in values for v in row]
 
 
-def _columns_of_lines(texts, spec):
+def _flat(lists):
+    return lists[0] if len(lists) == 1 else [v for values in lists for v in values]
+
+
+def _columns_of_lines(texts, layout):
     if any('"' in t or "\n" in t or "\r" in t or not t for t in texts):
         return None  # quoting and line breaks are csv.reader's job, row by row
-    order = field_order(spec)
     split = [t.split(",") for t in texts]
-    if any(len(values) != len(order) for values in split):
+    if set(map(len, split)) != {len(layout.order)}:
         return None
-    arrays, start = {}, 0
-    for output in spec["outputs"]:
-        width = len(output["fields"])
-        values = [v for row in split for v in row[start:start + width]]
-        start += width
-        if output["dtype"] == "string":
-            if not all(values):
-                return None  # an empty value is a missing field
-            array = np.array([v.encode("utf-8") for v in values], dtype=np.object_)
-        else:
-            try:
-                numbers = [float(v) for v in values]
-            except ValueError:
-                return None
-            array = _finite(numbers, output, spec)
-            if array is None:
-                return None
-        arrays[output["name"]] = array.reshape(len(texts), -1)
+    strings = _flat([_cells(split, entry) for entry in layout.strings]) if layout.strings else []
+    if not all(strings):
+        return None  # an empty value is a missing field
+    try:
+        numbers = list(map(float, _flat([_cells(split, entry) for entry in layout.numbers]))) if layout.numbers else []
+    except ValueError:
+        return None
+    return _arrays(len(texts), numbers, strings, layout)
+
+
+def _cells(split, entry):
+    _, first, width, _, _ = entry
+    return [row[first] for row in split] if width == 1 else [v for row in split for v in row[first:first + width]]
+
+
+def _arrays(count, numbers, strings, layout):
+    """Each output's array: a view of its part of the batch's numbers (float64, cast) or strings (encoded)."""
+    arrays = dict.fromkeys(layout.names)  # the spec's order
+    if layout.numbers:
+        wide = _finite(numbers, layout.allow_missing)
+        if wide is None:
+            return None
+        _parts(arrays, wide if layout.dtype is None else wide.astype(layout.dtype), count, layout.numbers, layout.number_width)
+    if layout.strings:
+        try:
+            encoded = [v.encode("utf-8") for v in strings]
+        except (AttributeError, UnicodeEncodeError):  # not a string (read_rows names it), or a lone surrogate
+            return None
+        _parts(arrays, np.array(encoded, dtype=np.object_), count, layout.strings, layout.string_width)
     return arrays
 
 
-def _finite(numbers, output, spec):
-    """The numbers as the output's dtype, or None for an infinity or a NaN the model takes no NaN for."""
+def _parts(arrays, block, count, group, width):
+    if width is not None:  # (outputs, rows, width): each output one step along the first axis
+        block = block.reshape(-1, count, width)
+        for index, entry in enumerate(group):
+            arrays[entry[0]] = block[index]
+        return
+    offset = 0
+    for name, _, width, _, dtype in group:
+        part = block[offset:offset + width * count].reshape(count, width)
+        arrays[name] = part if part.dtype == dtype else part.astype(dtype)
+        offset += width * count
+
+
+def _finite(numbers, allow_missing):
+    """The numbers as float64, or None for an infinity, or a NaN where the model takes none."""
     try:
+        total = sum(numbers)  # finite only when every number is (an overflow of the sum is checked below)
         wide = np.array(numbers, dtype=np.float64)
     except OverflowError:  # an integer beyond float64
         return None
+    if total - total == 0:
+        return wide
     finite = np.isfinite(wide)
-    if not finite.all() and (np.isinf(wide).any() or not spec.get("allow_missing", False)):
+    if not finite.all() and (np.isinf(wide).any() or not allow_missing):
         return None
-    return wide.astype(output["dtype"])
+    return wide
 
 
 class TritonPythonModel:
@@ -222,51 +281,74 @@ class TritonPythonModel:
 
         config = json.loads(args["model_config"])
         self.spec = json.loads(config["parameters"][STEP_PARAMETER]["string_value"])
+        self.layout = Layout(self.spec)
 
     def execute(self, requests):
         # Triton hands several requests at once: read every row of every request in one pass, and
         # only if that finds something wrong, request by request (a bad row fails its request alone).
-        raws = [pb_utils.get_input_tensor_by_name(r, RAW_INPUT).as_numpy().reshape(-1) for r in requests]
-        counts = [len(raw) for raw in raws]
-        arrays = read_batch(np.concatenate(raws).tolist(), self.spec) if all(counts) else None
+        # The step has one input, RAW, so a request's inputs() is [RAW]: no lookup by name.
+        raws = [r.inputs()[0].as_numpy().ravel().tolist() for r in requests]
+        if len(raws) == 1:
+            return [self._answer(raws[0])]
+        counts = list(map(len, raws))
+        try:
+            arrays = read_batch([row for raw in raws for row in raw], self.spec, self.layout) if all(counts) else None
+        except Exception:  # left to each request alone, where it fails that request with one line
+            arrays = None
         if arrays is None:
             return self._request_by_request(raws)
-        if len(requests) == 1:
-            return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in arrays.items()])]
+        return self._split(arrays, counts)
+
+    def _split(self, arrays, counts):
         responses, offset = [], 0
         for count in counts:
-            tensors = [pb_utils.Tensor(name, value[offset:offset + count]) for name, value in arrays.items()]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            offset += count
+            end = offset + count
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v[offset:end]) for n, v in arrays.items()]))
+            offset = end
         return responses
 
     def _request_by_request(self, raws):
-        columns = {output["name"]: [] for output in self.spec["outputs"]}
+        """Each request's rows read row by row: a bad row fails its own request, the others are answered."""
+        columns = {name: [] for name in self.layout.names}
         counts, errors = [], []
         for raw in raws:
             try:
-                if raw.size == 0:
+                if not raw:
                     raise RowError("empty request: send at least one row")
-                rows = read_rows(raw.tolist(), self.spec)
+                rows = read_rows(raw, self.spec)
             except RowError as exc:
                 counts.append(0)
-                errors.append((str(exc), pb_utils.TritonError.INVALID_ARG))
+                errors.append(_error(str(exc), pb_utils.TritonError.INVALID_ARG))
                 continue
             except Exception as exc:  # a fault of this step, not of the row: one line, no traceback
                 counts.append(0)
-                errors.append((f"tabular step failed: {type(exc).__name__}", pb_utils.TritonError.INTERNAL))
+                errors.append(_error(f"tabular step failed: {type(exc).__name__}", pb_utils.TritonError.INTERNAL))
                 continue
             for name, values in rows.items():
                 columns[name].extend(values)
             counts.append(len(raw))
             errors.append(None)
-        arrays = to_arrays(columns, self.spec) if any(counts) else {}
-        responses, offset = [], 0
-        for count, error in zip(counts, errors):
-            if error is not None:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(*error)))
-                continue
-            tensors = [pb_utils.Tensor(name, value[offset:offset + count]) for name, value in arrays.items()]
-            offset += count
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-        return responses
+        try:
+            arrays = to_arrays(columns, self.spec) if any(counts) else {}
+        except Exception:  # a value the model's dtype cannot take (NaN as an integer): each request alone says whose
+            return [self._answer(raw) for raw in raws]
+        answered = iter(self._split(arrays, [count for count in counts if count]))
+        return [next(answered) if error is None else error for error in errors]
+
+    def _answer(self, rows):
+        """One request's rows alone: its tensors, or its error (the first bad row, by row and field)."""
+        try:
+            if not rows:
+                raise RowError("empty request: send at least one row")
+            arrays = read_batch(rows, self.spec, self.layout)
+            if arrays is None:
+                arrays = to_arrays(read_rows(rows, self.spec), self.spec)
+        except RowError as exc:
+            return _error(str(exc), pb_utils.TritonError.INVALID_ARG)
+        except Exception as exc:  # a fault of this step, not of the row: one line, no traceback
+            return _error(f"tabular step failed: {type(exc).__name__}", pb_utils.TritonError.INTERNAL)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in arrays.items()])
+
+
+def _error(message, code):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))

@@ -26,11 +26,11 @@ def load_function(folder, spec):
     return getattr(module, spec["function"])
 
 
-def call(function, batch, spec):
-    """Run the user's function on one batch and check what it gives back."""
+def call(function, batch, spec, names=None):
+    """Run the user's function on one batch and check what it gives back (``names``: the set of spec's outputs)."""
     rows = len(next(iter(batch.values())))
     result = function(batch)
-    if not isinstance(result, dict) or set(result) != set(spec["outputs"]):
+    if not isinstance(result, dict) or result.keys() != (names or set(spec["outputs"])):
         raise TypeError(f"{spec['function']} must return a dict with keys {spec['outputs']}")
     out = {}
     for name in spec["outputs"]:
@@ -50,27 +50,37 @@ class TritonPythonModel:
         self.spec = json.loads(config["parameters"][STEP_PARAMETER]["string_value"])
         folder = os.path.join(args["model_repository"], args["model_version"])
         self.function = load_function(folder, self.spec)  # once, not per request
+        self.inputs = self.spec["inputs"]
+        self.names = set(self.spec["outputs"])
+
+    def _read(self, request):
+        if len(self.inputs) == 1:  # a request carries exactly the step's inputs: with one, no lookup by name
+            return {self.inputs[0]: request.inputs()[0].as_numpy()}
+        return {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
 
     def execute(self, requests):
-        batches = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.spec["inputs"]} for r in requests]
-        counts = [len(next(iter(b.values()))) for b in batches]
-        joined = {name: np.concatenate([b[name] for b in batches]) for name in self.spec["inputs"]}
+        if len(requests) == 1:  # nothing to join or split
+            return [self._alone(self._read(requests[0]))]
+        batches = [self._read(r) for r in requests]
+        first = self.inputs[0]
+        counts = [len(b[first]) for b in batches]
+        joined = {name: np.concatenate([b[name] for b in batches]) for name in self.inputs}
         try:
-            result = call(self.function, joined, self.spec)
+            result = call(self.function, joined, self.spec, self.names)
         except Exception:
             # One call for the whole batch: on a bad row, retry each request alone so that only
             # the requests at fault fail.
             return [self._alone(batch) for batch in batches]
         responses, offset = [], 0
         for count in counts:
-            tensors = [pb_utils.Tensor(name, value[offset:offset + count]) for name, value in result.items()]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            offset += count
+            end = offset + count
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v[offset:end]) for n, v in result.items()]))
+            offset = end
         return responses
 
     def _alone(self, batch):
         try:
-            result = call(self.function, batch, self.spec)
+            result = call(self.function, batch, self.spec, self.names)
         except ValueError as exc:  # the user's function refuses the input: the client's fault
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(_one_line(exc), pb_utils.TritonError.INVALID_ARG))
         except Exception as exc:  # anything else is the step's fault: one line, no traceback
