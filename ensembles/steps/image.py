@@ -10,6 +10,7 @@ import io
 import json
 import os
 import struct
+import zlib
 
 import numpy as np
 
@@ -21,6 +22,15 @@ MAX_PIXELS = 4096 * 4096
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The 8-bit PNG colour type whose pixels OpenCV and Pillow read alike, by channel count: grey, RGB.
 PNG_FAST_COLOUR = {1: 0, 3: 2}
+# Ancillary chunks a PNG may carry and still go to OpenCV, with the one length each must have (None:
+# any). Pillow either has no reader for them or reads them without refusing at that length, and
+# libpng only ever warns about them; any other chunk (iCCP, zTXt, iTXt, APNG's...) is left to Pillow,
+# which reads some of them strictly, so OpenCV never takes a PNG that Pillow would refuse.
+PNG_PLAIN_CHUNKS = {b"tEXt": None, b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"eXIf": None,
+                    b"bKGD": None, b"sBIT": None, b"tIME": None}
+# By colour type; a grey PNG's transparent shade (tRNS) leaves OpenCV reading one channel (an RGB
+# one gives it four, which Pillow reads).
+PNG_PLAIN_CHUNKS_BY_COLOUR = {0: {**PNG_PLAIN_CHUNKS, b"tRNS": 2}, 2: PNG_PLAIN_CHUNKS}
 
 try:  # OpenCV decodes a small PNG in ~7 us where Pillow takes ~55; without it Pillow does it all
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
@@ -37,16 +47,19 @@ class RowError(ValueError):
 
 def png_at_size(data, spec):
     """The pixels of an 8-bit grey or RGB PNG already at the model's size, decoded by OpenCV; None
-    for anything else (other formats, sizes, bit depths, palettes, alpha), which Pillow decodes.
+    for anything else (other formats, sizes, bit depths, palettes, alpha, unusual chunks), which
+    Pillow decodes.
 
-    Only the header's size is trusted before decoding, and only when it is the model's own, so
-    OpenCV never inflates more than one model-sized image; a PNG it cannot read goes to Pillow,
-    which words the refusal.
+    Only the header's size is trusted before decoding, and only when it is the model's own (and
+    within MAX_PIXELS), so OpenCV never inflates more than one model-sized image; a PNG it cannot
+    read goes to Pillow, which words the refusal.
     """
-    if cv2 is None or len(data) < 26 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    if cv2 is None or len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[8:16] != b"\0\0\0\x0dIHDR":
         return None
-    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
-    if (width, height) != (spec["width"], spec["height"]) or depth != 8 or colour != PNG_FAST_COLOUR.get(spec["channels"]):
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if ((width, height) != (spec["width"], spec["height"]) or width * height > MAX_PIXELS or depth != 8
+            or colour != PNG_FAST_COLOUR.get(spec["channels"]) or compression or filtering or interlace > 1
+            or not plain_png_chunks(data, colour)):
         return None
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     wanted = (height, width) if spec["channels"] == 1 else (height, width, 3)
@@ -55,6 +68,34 @@ def png_at_size(data, spec):
     if spec["channels"] == 3:
         pixels = pixels[:, :, ::-1]  # OpenCV's BGR -> RGB
     return pixels.reshape(height, width, spec["channels"])
+
+
+def plain_png_chunks(data, colour):
+    """Whether the PNG is IHDR, plain ancillary chunks, one run of IDAT, plain chunks, IEND, with
+    every chunk whole (libpng allocates the length a chunk claims before reading it: 81 bytes could
+    cost it 2 GB) and, up to the first IDAT, its checksum right (Pillow refuses a wrong one there,
+    libpng only warns)."""
+    plain = PNG_PLAIN_CHUNKS_BY_COLOUR[colour]
+    position, end, stage = 8, len(data), 0  # stage 0: before IDAT, 1: in the IDAT run, 2: after it
+    while position + 12 <= end:
+        length, kind = struct.unpack_from(">I4s", data, position)
+        following = position + 12 + length
+        if following > end:
+            return False
+        if kind == b"IEND":
+            return stage > 0
+        if kind == b"IDAT":
+            if stage == 2:
+                return False
+            stage = 1
+        elif position > 8:  # IHDR is the first chunk, and only there
+            if kind not in plain or plain[kind] not in (None, length):
+                return False
+            stage = 2 if stage else 0
+        if stage == 0 and zlib.crc32(data[position + 4:following - 4]) != int.from_bytes(data[following - 4:following], "big"):
+            return False
+        position = following
+    return False
 
 
 def decode(index, data, spec):
