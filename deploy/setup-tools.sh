@@ -6,6 +6,8 @@
 #   wrk                 - Debian wrk: native HTTP load generator (benchmarks, tune-repo)
 #   h2load              - Debian nghttp2-client: native HTTP/2 (gRPC) load generator
 #   promtool            - Debian prometheus: `promtool check config`
+#   qemu-x86_64         - Debian qemu-user: runs INT8 artifacts on an emulated CPU without VNNI
+#                       (tests/test_build_precision.py)
 #   npm / node          - Debian npm: the PodMonitor CRD schema for deploy/k8s/monitoring/validate.mjs
 #   check-jsonschema    - ships the Compose specification's JSON schema (vendor.compose-spec)
 #   kubernetes-validate - ships the Kubernetes OpenAPI-derived JSON schemas, validates offline
@@ -18,9 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> Debian package that provides it
-declare -A PACKAGE_OF=([wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus [npm]=npm)
+declare -A PACKAGE_OF=([wrk]=wrk [h2load]=nghttp2-client [promtool]=prometheus [npm]=npm [qemu-x86_64]=qemu-user)
 missing=()
-for tool in wrk h2load promtool npm; do
+for tool in wrk h2load promtool npm qemu-x86_64; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

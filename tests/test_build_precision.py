@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import platform
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +15,18 @@ from tritonforge.repository import config as configs
 from tritonforge.repository import latest_samples, read_samples
 from tritonforge.serving import serve
 from tritonforge.serving.check import check_repository
+
+# An x86-64 CPU with AVX2 and no AVX-512/VNNI, where ONNX Runtime's u8s8 kernels use VPMADDUBSW,
+# whose int16 pair sums saturate with full-range int8 weights. qemu-user emulates it on any x86-64 host.
+NO_VNNI_CPU = "Haswell-v4"
+RUN_ARTIFACT = """
+import sys, numpy as np, onnxruntime as ort
+model, rows, out = sys.argv[1:]
+with np.load(rows) as data:
+    feeds = {k: data[k] for k in data.files}
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+np.savez(out, *session.run(None, feeds))
+"""
 
 REDUCED = ["digits_cnn_int8", "digits_cnn_fp16", "price_two_inputs_int8", "price_two_inputs_fp16"]
 
@@ -106,3 +121,39 @@ def test_replace_needs_exactly_one_precision(example_models, tmp_path):
     (models / "price.yaml").write_text("precision: [int8, fp16]\nreplace: true\n")
     [result] = build_repository(models, tmp_path / "repo")
     assert result.status == "FAILED" and "'replace: true' needs exactly one reduced 'precision'" in result.reason
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates an x86-64 CPU without VNNI")
+@pytest.mark.parametrize("name", ["digits_cnn_int8", "price_two_inputs_int8"])
+def test_an_int8_artifact_answers_alike_on_a_cpu_without_vnni(precision_build, name, tmp_path):
+    repo, _ = precision_build
+    rows = tmp_path / "rows.npz"
+    np.savez(rows, **read_samples(latest_samples(repo / name)).inputs)
+    model = next((repo / name).glob("*/model.onnx"))
+    answers = {}
+    for cpu, prefix in (("host", []), (NO_VNNI_CPU, ["qemu-x86_64", "-cpu", NO_VNNI_CPU])):
+        out = tmp_path / f"{cpu}.npz"
+        subprocess.run([*prefix, sys.executable, "-c", RUN_ARTIFACT, str(model), str(rows), str(out)],
+                       check=True, capture_output=True, timeout=600)
+        with np.load(out) as data:
+            answers[cpu] = [data[k] for k in sorted(data.files)]
+    for host, emulated in zip(answers["host"], answers[NO_VNNI_CPU]):
+        spread = float(host.max() - host.min()) or 1.0
+        assert float(np.abs(host - emulated).max()) <= 0.01 * spread  # saturation was 0.22 of the spread
+
+
+def test_a_rebuild_remakes_reduced_entries_an_earlier_recipe_built(example_models, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from tritonforge.converters import precision
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(example_models / "price_two_inputs.h5", models / "price.h5")
+    (models / "price.yaml").write_text("precision: int8\n")
+    repo = tmp_path / "repo"
+    assert [r.status for r in build_repository(models, repo)] == ["OK", "OK"]
+    monkeypatch.setitem(precision.PRECISIONS, "int8", replace(precision.PRECISIONS["int8"], recipe=99))
+    rebuilt = build_repository(models, repo)
+    assert [(r.name, r.status) for r in rebuilt] == [("price", "OK"), ("price_int8", "OK")]
