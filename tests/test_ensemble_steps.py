@@ -20,6 +20,10 @@ CHURN = {"format": "auto", "allow_missing": False, "outputs": [
 IRIS = {"format": "auto", "allow_missing": True, "outputs": [
     {"name": "input", "dtype": "float32", "fields": ["sepal_length", "sepal_width", "petal_length", "petal_width"]},
 ]}
+COUNTS = {"format": "auto", "allow_missing": True, "outputs": [
+    {"name": "count", "dtype": "int64", "fields": ["count"]},
+    {"name": "score", "dtype": "float32", "fields": ["score"]},
+]}
 
 
 def test_json_and_csv_rows_give_the_same_tensors():
@@ -32,6 +36,12 @@ def test_json_and_csv_rows_give_the_same_tensors():
 def test_missing_numbers_become_nan_where_the_model_accepts_them():
     arrays = tabular.rows_to_inputs([b'{"sepal_length": 1, "petal_width": 2}', b"1,,,2"], IRIS)
     assert np.isnan(arrays["input"][:, 1:3]).all() and arrays["input"][:, [0, 3]].tolist() == [[1, 2], [1, 2]]
+
+
+def test_a_float_beside_an_integer_input_still_takes_nan():
+    arrays = tabular.rows_to_inputs([b'{"count": 2, "score": NaN}', b"3,"], COUNTS)
+    assert arrays["count"].tolist() == [[2], [3]] and arrays["count"].dtype == np.int64
+    assert np.isnan(arrays["score"]).all()
 
 
 def _row_by_row(rows, spec):
@@ -83,6 +93,11 @@ BAD_ROWS = [
      "row 0: field 'age' is NaN, and this model takes no missing values"),
     ("nan in CSV where the model takes none", [b"x,nan,1"], CHURN, "row 0: field 'age' is NaN"),
     ("Infinity even where NaN is allowed", [b'{"sepal_length": Infinity}'], IRIS, "row 0: field 'sepal_length' must be a finite number"),
+    ("a lone surrogate in a string", [b'{"city": "\\ud800", "age": 1, "income": 1}'], CHURN,
+     "row 0: field 'city' is not valid Unicode text (a lone surrogate)"),
+    ("NaN in an integer field where floats may miss", [b'{"count": 2, "score": 1}', b'{"count": NaN, "score": 1}'], COUNTS,
+     "row 1: field 'count' is NaN, and input 'count' takes integers, which have no missing value"),
+    ("an empty integer field where floats may miss", [b",1"], COUNTS, "row 0: missing field 'count'"),
     ("a row over the length bound", [b"x," + b"1" * (70 << 10) + b",1"], CHURN, "row 0: 71684 bytes is longer than 65536"),
 ]
 

@@ -90,7 +90,12 @@ def test_concurrent_requests_are_executed_in_batches(tiny_server):
     while len(done) + len(errors) < 32 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not errors and len(done) == 32
-    after = client.get_inference_statistics("onnx_linear").model_stats[0]
+    # Triton counts an execution after its responses are sent: wait (bounded) until all 32 are counted.
+    for _ in range(500):
+        after = client.get_inference_statistics("onnx_linear").model_stats[0]
+        if after.inference_count - before.inference_count == 32:
+            break
+        time.sleep(0.01)
     requests = after.inference_count - before.inference_count
     executions = after.execution_count - before.execution_count
     assert requests == 32

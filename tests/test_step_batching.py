@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def _payload(rows) -> np.ndarray:
 def _send_together(server, model: str, input_name: str, requests: list[np.ndarray]) -> list:
     """Every request sent at once; each answer is its outputs (dict) or the InferenceServerException."""
     client = server.http_client(concurrency=len(requests))
-    before = _executions(client, model)
+    before = _counts(client, model)
     pending = []
     for payload in requests:
         tensor = httpclient.InferInput(input_name, list(payload.shape), "BYTES")
@@ -82,13 +83,23 @@ def _send_together(server, model: str, input_name: str, requests: list[np.ndarra
         else:
             answers.append({o["name"]: result.as_numpy(o["name"]) for o in result.get_response()["outputs"]})
     if len(requests) == BATCH:
-        assert _executions(client, model) - before == 1, "the requests were meant to reach one execute()"
+        # Triton counts an execute() after the stub has sent its responses: wait (bounded) until every
+        # request is counted, then see how many executions they took.
+        for _ in range(500):
+            after = _counts(client, model)
+            if after[0] - before[0] == len(requests):
+                break
+            time.sleep(0.01)
+        assert after[0] - before[0] == len(requests), f"{after[0] - before[0]} of {len(requests)} requests counted"
+        assert after[1] - before[1] == 1, "the requests were meant to reach one execute()"
     client.close()
     return answers
 
 
-def _executions(client, model: str) -> int:
-    return client.get_inference_statistics(model)["model_stats"][0]["execution_count"]
+def _counts(client, model: str) -> tuple[int, int]:
+    """(requests inferred, executions) so far."""
+    stats = client.get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
 
 
 def _assert_refused(answer, message: str) -> None:
@@ -114,10 +125,11 @@ BAD_ROWS = [
     ('{"city": "nice", "age": "old", "income": 1}', "row 0: field 'age' must be a number, got \"old\""),
     ('{"city": "nice", "age": 30}', "row 0: missing field 'income'"),
     ("nice,30", "row 0: CSV row has 2 values, expected 3"),
+    ('{"city": "\\ud800", "age": 1, "income": 1}', "row 0: field 'city' is not valid Unicode text (a lone surrogate)"),
 ]
 
 
-@pytest.mark.parametrize("bad, message", BAD_ROWS, ids=["wrong type", "missing field", "short CSV line"])
+@pytest.mark.parametrize("bad, message", BAD_ROWS, ids=["wrong type", "missing field", "short CSV line", "lone surrogate"])
 def test_a_bad_row_fails_its_own_request_and_the_batch_around_it_is_answered(steps, bad, message):
     server, models = steps
     rows = [GOOD_ROWS[i % len(GOOD_ROWS)] for i in range(BATCH)]

@@ -58,7 +58,7 @@ def _parse_row(index, raw, spec, order):
     return {field: (None if value == "" else value) for field, value in zip(order, values)}
 
 
-def _number(index, field, value, allow_missing):
+def _number(index, field, value, allow_missing, no_missing="this model takes no missing values"):
     if value is None:
         if allow_missing:
             return np.nan
@@ -72,7 +72,7 @@ def _number(index, field, value, allow_missing):
     if number != number:  # NaN (JSON NaN, CSV 'nan'): a missing value
         if allow_missing:
             return number
-        raise RowError(f"row {index}: field '{field}' is NaN, and this model takes no missing values")
+        raise RowError(f"row {index}: field '{field}' is NaN, and {no_missing}")
     if number in (float("inf"), float("-inf")):
         raise RowError(f"row {index}: field '{field}' must be a finite number, got {_shown(value)}")
     return number
@@ -84,11 +84,15 @@ def _shown(value):
 
 
 def _text(index, field, value):
+    """The field's UTF-8 bytes."""
     if value is None:
         raise RowError(f"row {index}: missing field '{field}'")
     if not isinstance(value, str):
         raise RowError(f"row {index}: field '{field}' must be a string, got {_shown(value)}")
-    return value
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate has no UTF-8
+        raise RowError(f"row {index}: field '{field}' is not valid Unicode text (a lone surrogate)") from None
 
 
 def read_rows(raw_rows, spec, first_row=0):
@@ -96,11 +100,16 @@ def read_rows(raw_rows, spec, first_row=0):
     order = field_order(spec)
     allow_missing = spec.get("allow_missing", False)
     columns = {output["name"]: [] for output in spec["outputs"]}
+    integers = {output["name"] for output in spec["outputs"] if output["dtype"] != "string" and np.dtype(output["dtype"]).kind in "iub"}
     for index, raw in enumerate(raw_rows, first_row):
         record = _parse_row(index, raw, spec, order)
         for output in spec["outputs"]:
             if output["dtype"] == "string":
-                columns[output["name"]].append([_text(index, f, record.get(f)).encode("utf-8") for f in output["fields"]])
+                columns[output["name"]].append([_text(index, f, record.get(f)) for f in output["fields"]])
+                continue
+            if output["name"] in integers:  # no NaN in an integer: a missing value is refused whatever allow_missing says
+                no_missing = f"input '{output['name']}' takes integers, which have no missing value"
+                columns[output["name"]].append([_number(index, f, record.get(f), False, no_missing) for f in output["fields"]])
             else:
                 columns[output["name"]].append([_number(index, f, record.get(f), allow_missing) for f in output["fields"]])
     return columns
@@ -149,6 +158,9 @@ class Layout:
             dtype = np.dtype(object if string else output["dtype"])
             (self.strings if string else self.numbers).append((output["name"], start, len(fields), itemgetter(*fields), dtype))
             start += len(fields)
+        # NaN (a missing value) fits no integer input: with one among the outputs, a batch holding a
+        # NaN is left to read_rows, which says whether the NaN fell in a float field or an integer one.
+        self.nan_allowed = self.allow_missing and not any(entry[4].kind in "iub" for entry in self.numbers)
         dtypes = {entry[4] for entry in self.numbers}
         self.dtype = dtypes.pop() if len(dtypes) == 1 else None  # one cast for every number when they share a dtype
         # A group whose outputs have one width (and one dtype) is one (outputs, rows, width) array.
@@ -233,7 +245,7 @@ def _arrays(count, numbers, strings, layout):
     """Each output's array: a view of its part of the batch's numbers (float64, cast) or strings (encoded)."""
     arrays = dict.fromkeys(layout.names)  # the spec's order
     if layout.numbers:
-        wide = _finite(numbers, layout.allow_missing)
+        wide = _finite(numbers, layout.nan_allowed)
         if wide is None:
             return None
         _parts(arrays, wide if layout.dtype is None else wide.astype(layout.dtype), count, layout.numbers, layout.number_width)
