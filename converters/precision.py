@@ -88,6 +88,13 @@ PRECISIONS: dict[str, Precision] = {
 }
 
 
+def fingerprint_key(name: str) -> str:
+    """How a precision enters the build's fingerprint: its name, with its recipe once that was raised
+    (so fingerprints of entries built before any raise stay as they were)."""
+    spec = PRECISIONS.get(name)  # None for fp32, which has no artifact of its own
+    return name if spec is None or spec.recipe == 1 else f"{name}/{spec.recipe}"
+
+
 def refusal(signature: Signature, neural: bool, fmt: str, precision: str) -> str | None:
     """Why this model cannot have this precision, or None."""
     if fmt != "onnx":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,16 @@ import pytest
 from google.protobuf import text_format
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+def wait_for(condition, seconds: float = 60.0) -> bool:
+    """Whether ``condition()`` came true within ``seconds`` (polled, so the wait is bounded)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
 
 WEIGHTS = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures_serving import WEIGHTS, onnx_linear
+from fixtures_serving import WEIGHTS, onnx_linear, wait_for
 from tritonforge.repository import config as config_file
 from tritonforge.repository import versions
 from tritonforge.repository.config import VersionPolicy, version_policy
@@ -246,15 +246,6 @@ class LoadInBackground:
     @property
     def failures(self) -> int:
         return sum(r.errors for r in self.rounds)
-
-
-def wait_for(condition, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def serves_only(client, version: int, other: int) -> bool:

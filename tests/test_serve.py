@@ -15,7 +15,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from fixtures_serving import WEIGHTS, make_config, write_model
+from fixtures_serving import WEIGHTS, make_config, wait_for, write_model
 from tritonforge.serving.server import ServeError, Server, serve
 
 
@@ -86,16 +86,11 @@ def test_concurrent_requests_are_executed_in_batches(tiny_server):
         tensor = grpcclient.InferInput("input", [1, 4], "FP32")
         tensor.set_data_from_numpy(x)
         client.async_infer("onnx_linear", [tensor], callback)
-    deadline = time.monotonic() + 30
-    while len(done) + len(errors) < 32 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: len(done) + len(errors) >= 32, 30)
     assert not errors and len(done) == 32
     # Triton counts an execution after its responses are sent: wait (bounded) until all 32 are counted.
-    for _ in range(500):
-        after = client.get_inference_statistics("onnx_linear").model_stats[0]
-        if after.inference_count - before.inference_count == 32:
-            break
-        time.sleep(0.01)
+    wait_for(lambda: client.get_inference_statistics("onnx_linear").model_stats[0].inference_count - before.inference_count == 32, 5)
+    after = client.get_inference_statistics("onnx_linear").model_stats[0]
     requests = after.inference_count - before.inference_count
     executions = after.execution_count - before.execution_count
     assert requests == 32

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 import tritonclient.http as httpclient
 
+from fixtures_serving import wait_for
 from test_build_hostile import tiny_onnx
 from tritonforge.builder import BuildOptions, build_repository
 from tritonforge.serving import serve
@@ -71,11 +71,7 @@ def test_a_repeated_request_is_answered_from_the_response_cache(policy_server):
     second = _infer(policy_server.http_url, "cached", 0.5)
     assert first[0] == second[0] == 200
     assert json.loads(first[1])["outputs"][0]["data"] == json.loads(second[1])["outputs"][0]["data"] == [0.5] * 4
-    for _ in range(500):  # statistics may be counted just after the answer is sent: wait, bounded
-        if hits() >= before + 1:
-            break
-        time.sleep(0.01)
-    assert hits() >= before + 1
+    assert wait_for(lambda: hits() >= before + 1, 5)  # counted just after the answer is sent
 
 
 def test_the_examples_load_with_no_kind_override(examples_server, built_examples_repo):

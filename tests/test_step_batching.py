@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from fixtures_serving import wait_for
 from tritonforge.ensembles import wiring
 from tritonforge.ensembles.library import ModelFacts, load_template, make_step
 from tritonforge.repository import STRING, Signature, TensorSpec
@@ -85,11 +85,8 @@ def _send_together(server, model: str, input_name: str, requests: list[np.ndarra
     if len(requests) == BATCH:
         # Triton counts an execute() after the stub has sent its responses: wait (bounded) until every
         # request is counted, then see how many executions they took.
-        for _ in range(500):
-            after = _counts(client, model)
-            if after[0] - before[0] == len(requests):
-                break
-            time.sleep(0.01)
+        wait_for(lambda: _counts(client, model)[0] - before[0] == len(requests), 5)
+        after = _counts(client, model)
         assert after[0] - before[0] == len(requests), f"{after[0] - before[0]} of {len(requests)} requests counted"
         assert after[1] - before[1] == 1, "the requests were meant to reach one execute()"
     client.close()

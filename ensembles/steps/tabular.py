@@ -58,7 +58,15 @@ def _parse_row(index, raw, spec, order):
     return {field: (None if value == "" else value) for field, value in zip(order, values)}
 
 
-def _number(index, field, value, allow_missing, no_missing="this model takes no missing values"):
+NO_MISSING = "this model takes no missing values"
+
+
+def _has_no_nan(dtype):
+    """Integers and booleans: a missing value (NaN) cannot be one."""
+    return np.dtype(dtype).kind in "iub"
+
+
+def _number(index, field, value, allow_missing, no_missing=NO_MISSING):
     if value is None:
         if allow_missing:
             return np.nan
@@ -100,18 +108,19 @@ def read_rows(raw_rows, spec, first_row=0):
     order = field_order(spec)
     allow_missing = spec.get("allow_missing", False)
     columns = {output["name"]: [] for output in spec["outputs"]}
-    integers = {output["name"] for output in spec["outputs"] if output["dtype"] != "string" and np.dtype(output["dtype"]).kind in "iub"}
+    # An integer input has no NaN: there a missing value is refused whatever allow_missing says.
+    no_nan = {output["name"]: f"input '{output['name']}' takes integers, which have no missing value"
+              for output in spec["outputs"] if output["dtype"] != "string" and _has_no_nan(output["dtype"])}
     for index, raw in enumerate(raw_rows, first_row):
         record = _parse_row(index, raw, spec, order)
         for output in spec["outputs"]:
+            name = output["name"]
             if output["dtype"] == "string":
-                columns[output["name"]].append([_text(index, f, record.get(f)) for f in output["fields"]])
-                continue
-            if output["name"] in integers:  # no NaN in an integer: a missing value is refused whatever allow_missing says
-                no_missing = f"input '{output['name']}' takes integers, which have no missing value"
-                columns[output["name"]].append([_number(index, f, record.get(f), False, no_missing) for f in output["fields"]])
+                columns[name].append([_text(index, f, record.get(f)) for f in output["fields"]])
             else:
-                columns[output["name"]].append([_number(index, f, record.get(f), allow_missing) for f in output["fields"]])
+                takes_nan = allow_missing and name not in no_nan
+                columns[name].append([_number(index, f, record.get(f), takes_nan, no_nan.get(name, NO_MISSING))
+                                      for f in output["fields"]])
     return columns
 
 
@@ -160,7 +169,7 @@ class Layout:
             start += len(fields)
         # NaN (a missing value) fits no integer input: with one among the outputs, a batch holding a
         # NaN is left to read_rows, which says whether the NaN fell in a float field or an integer one.
-        self.nan_allowed = self.allow_missing and not any(entry[4].kind in "iub" for entry in self.numbers)
+        self.nan_allowed = self.allow_missing and not any(_has_no_nan(entry[4]) for entry in self.numbers)
         dtypes = {entry[4] for entry in self.numbers}
         self.dtype = dtypes.pop() if len(dtypes) == 1 else None  # one cast for every number when they share a dtype
         # A group whose outputs have one width (and one dtype) is one (outputs, rows, width) array.

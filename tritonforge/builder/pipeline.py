@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .. import converters, ensembles, verify
-from ..converters.precision import PRECISIONS
+from ..converters.precision import fingerprint_key as precision_key
 from ..converters.probe import FileProbe, one_line
 from ..ensembles import Entry, ModelFacts
 from ..errors import BuildError
@@ -178,8 +178,7 @@ def _build_model(source: ModelSource, sidecars: FolderSidecars, repo: Path, mani
                     "warmup": options.warmup, "triton": release.name, "tritonforge": 2}
     precisions = tuple(dict.fromkeys(sidecar.precisions + options.precisions))
     if precisions:
-        settings_key["precisions"] = [p if p not in PRECISIONS or PRECISIONS[p].recipe == 1 else f"{p}/{PRECISIONS[p].recipe}"
-                                      for p in precisions]
+        settings_key["precisions"] = [precision_key(p) for p in precisions]
     step_files = [source.path.parent / str(step["file"]) for step in (sidecar.preprocess, sidecar.postprocess)
                   if isinstance(step, dict) and step.get("file")]
     sidecar_files = [p for p in (source.sidecar, sidecars.folder / FOLDER_SIDECAR, sidecar.samples, sidecar.calibration, *step_files)
