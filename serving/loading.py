@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 from tritonforge.repository import CONFIG_FILE, model_folders
 from tritonforge.repository import config as config_file
-from tritonforge.repository.layout import CONFIGS_DIR
+from tritonforge.repository.layout import variant_path
 from tritonforge.serving.errors import ServeError
 
 # A parameter no backend reads: changing it makes Triton reload a model in place (new instances
@@ -38,7 +38,7 @@ def config_name_for(repo: Path, gpu: bool) -> str | None:
     """The ``--model-config-name`` for this host: ``gpu`` or ``cpu`` where any model of the
     repository has that variant (Triton falls back to config.pbtxt for those that do not)."""
     name = "gpu" if gpu else "cpu"
-    has = any((Path(repo) / model / CONFIGS_DIR / f"{name}.pbtxt").is_file() for model in model_folders(repo))
+    has = any(variant_path(Path(repo) / model, name).is_file() for model in model_folders(repo))
     return name if has else None
 
 

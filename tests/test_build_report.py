@@ -30,3 +30,10 @@ def test_every_column_starts_at_the_same_place_on_every_line():
 @pytest.mark.parametrize("count, text", [(1, "1 model: 1 built, 0 unchanged, 0 failed"), (2, "2 models: 2 built, 0 unchanged, 0 failed")])
 def test_summary_counts_in_plain_english(count, text):
     assert summary(RESULTS[:1] * count) == text
+
+
+@pytest.mark.parametrize("error, shown", [(0.0, "0"), (1.2e-108, "<1e-9"), (6e-08, "6e-08"), (0.0123, "0.012"), (3.0, "3")])
+def test_error_figures_are_shown_as_a_person_reads_them(error, shown):
+    from tritonforge.builder.report import readable_error
+
+    assert readable_error(error) == shown

@@ -87,7 +87,7 @@ SMALL_FACTS = ModelFacts(SMALL_MODEL, ("a", "b", "c", "d"), False, ("no", "yes")
 
 @pytest.fixture()
 def small_chain():
-    model = configure.build_config("m", "onnxruntime_onnx", SMALL_MODEL, configure.ServingSettings(8, True, 100, None, "cpu", 1, "p", False))
+    model = configure.build_config("m", "onnxruntime_onnx", SMALL_MODEL, configure.ServingSettings(8, "cpu", 1, "p", False))
     pre = wiring.step_config("m_preprocess", make_step("preprocess", {"step": "tabular"}, SMALL_FACTS, "m.json"), 8)
     classify = make_step("postprocess", {"step": "classify", "top_k": 5}, SMALL_FACTS, "m.json")
     ensemble = wiring.ensemble_config("m_ensemble", [pre, model], classify)

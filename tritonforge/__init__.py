@@ -7,8 +7,11 @@ The installed distribution is this one namespace (the checkout keeps its top-lev
   configs, file names), read and written here only;
 - ``tritonforge.converters``: framework adapters and artifact formats;
 - ``tritonforge.ensembles``: the step registry and ensemble wiring;
-- ``tritonforge.build``: the build pipeline (``build-repo``) over converters and ensembles;
+- ``tritonforge.builder``: the build (``build-repo``): one model at a time through named stages, over
+  converters and ensembles;
 - ``tritonforge.serving``: ``serve-repo``, ``check-repo`` and the CPU backends;
 - ``tritonforge.clients``: ``triton-infer`` and the client library;
-- ``tritonforge.loadtests``: ``triton-load`` and the Locust users.
+- ``tritonforge.loadtests``: ``triton-load`` and the Locust users;
+- ``tritonforge.tuning``, ``tritonforge.versions``, ``tritonforge.comparing``: ``tune-repo``,
+  ``repo-versions`` and ``compare-models``, over a built repository.
 """

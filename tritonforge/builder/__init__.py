@@ -1,4 +1,5 @@
-"""The build pipeline: discover -> load -> convert -> verify -> write -> configure -> report.
+"""The build: discover, then each model as one :class:`.model_build.ModelBuild` handed through the
+stage functions listed in :data:`.stages.STAGES` (load -> convert -> verify -> configure -> write -> report).
 
 It sits above :mod:`tritonforge.converters` (framework adapters, formats) and
 :mod:`tritonforge.ensembles` (steps, wiring), and writes through :mod:`tritonforge.repository`.
@@ -8,6 +9,6 @@ It sits above :mod:`tritonforge.converters` (framework adapters, formats) and
     results = build_repository(Path("models"), Path("model_repository"), BuildOptions(allow_pickle=True))
 """
 from .pipeline import DEFAULT_MAX_BATCH_SIZE, BuildOptions, build_repository
-from .results import BuildResult
+from .results import BuildResult, Status
 
-__all__ = ["DEFAULT_MAX_BATCH_SIZE", "BuildOptions", "BuildResult", "build_repository"]
+__all__ = ["DEFAULT_MAX_BATCH_SIZE", "BuildOptions", "BuildResult", "Status", "build_repository"]

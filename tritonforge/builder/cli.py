@@ -7,18 +7,19 @@ import sys
 import warnings
 from pathlib import Path
 
-from .pipeline import DEFAULT_MAX_BATCH_SIZE, BuildOptions, build_repository
+from .. import converters
 from ..errors import BuildError
-from .report import line, summary
-from ..sidecar import DEVICES, FORMATS
+from ..sidecar import DEVICES
+from .pipeline import DEFAULT_MAX_BATCH_SIZE, BuildOptions, build_repository
 from .releases import DEFAULT_RELEASE
+from .report import line, summary
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="build-repo", description=__doc__.split(": ", 1)[1])
     p.add_argument("models", type=Path, help="folder of models: one file or folder per model, optional <name>.yaml sidecars")
     p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository"), help="output model repository")
-    p.add_argument("--format", choices=FORMATS, default=None,
+    p.add_argument("--format", choices=tuple(converters.FORMATS), default=None,
                    help="target format where the framework supports it (torchscript: PyTorch, savedmodel: TensorFlow, "
                         "fil: XGBoost, LightGBM, scikit-learn forests); ONNX otherwise")
     p.add_argument("--device", choices=DEVICES, default="auto", help="instance kind: auto = GPU for neural networks, CPU for trees")
@@ -51,13 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     def progress(index: int, total: int, name: str) -> None:
         print(f"[{index}/{total}] building {name} ...", file=sys.stderr, flush=True)
 
+    def finished(result) -> None:  # each line as its model finishes, not after the whole build
+        print(line(result), flush=True)
+
     try:
-        results = build_repository(args.models, args.repository, options, progress)
+        results = build_repository(args.models, args.repository, options, progress, finished)
     except BuildError as exc:
         print(f"build-repo: error: {exc}", file=sys.stderr)
         return 2
-    for result in results:
-        print(line(result))
     print(summary(results))
     return 0 if results and all(r.ok for r in results) else 1
 

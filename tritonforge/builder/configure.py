@@ -7,8 +7,6 @@ Writing and reading the files is :mod:`tritonforge.repository.config`'s job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -17,6 +15,7 @@ from ..repository import Signature, TensorSpec
 from ..repository.config import data_type
 from ..repository.dtypes import UnknownDtype
 from ..repository.layout import LABELS_FILE, warmup_file
+from ..sidecar import Batching, OnnxRuntimeSettings, TensorRTSettings
 from .releases import TritonRelease
 
 ONNX_PLATFORM = "onnxruntime_onnx"
@@ -37,26 +36,17 @@ def triton_type(dtype) -> int:
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """How the model is served, from the sidecar and the command line."""
+    """How the model is served: the sidecar's groups, resolved against the command line."""
 
-    max_batch_size: int
-    dynamic_batching: bool
-    max_queue_delay_microseconds: int
-    preferred_batch_size: tuple[int, ...] | None
+    max_batch_size: int  # the sidecar's, else --max-batch-size
     kind: str  # "gpu" or "cpu": where the model belongs on a host that has both
     instances: int
     labels_output: str | None  # the output that class names describe
     warmup: bool
-    queue: tuple[tuple[str, Any], ...] = ()
-    priority_levels: int = 0
-    default_priority_level: int = 0
+    batching: Batching = Batching()
     response_cache: bool = False
-    tensorrt_precision: str = "fp32"
-    tensorrt_workspace_bytes: int = 1 << 30
-    intra_op_threads: int | None = None
-    inter_op_threads: int | None = None
-    graph_level: str | None = None
-    openvino: bool = False
+    tensorrt: TensorRTSettings = TensorRTSettings()
+    onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
 
 
 def _dims(spec: TensorSpec, batched: bool) -> tuple[list[int], bool]:
@@ -92,10 +82,10 @@ def build_config(name: str, platform: str, signature: Signature, settings: Servi
         _tensor(output, spec, batched)
         if spec.name == settings.labels_output:
             output.label_filename = LABELS_FILE
-    if batched and settings.dynamic_batching:
+    if batched and settings.batching.dynamic:
         batching = config.dynamic_batching
-        batching.max_queue_delay_microseconds = settings.max_queue_delay_microseconds
-        sizes = settings.preferred_batch_size or _default_preferred(settings.max_batch_size)
+        batching.max_queue_delay_microseconds = settings.batching.max_queue_delay_microseconds
+        sizes = settings.batching.preferred_batch_size or _default_preferred(settings.max_batch_size)
         batching.preferred_batch_size.extend(s for s in sizes if s <= settings.max_batch_size)
         _queue_policy(batching, settings)
     group = config.instance_group.add()
@@ -109,7 +99,7 @@ def build_config(name: str, platform: str, signature: Signature, settings: Servi
 
 
 def _queue_policy(batching, settings: ServingSettings) -> None:
-    policy = dict(settings.queue)
+    policy = dict(settings.batching.queue)
     if policy:
         queue = batching.default_queue_policy
         if "max_queue_size" in policy:
@@ -121,9 +111,10 @@ def _queue_policy(batching, settings: ServingSettings) -> None:
         # A full queue is refused at once whatever the action; the action says what a request
         # that waited past its timeout gets: REJECT (an error) or DELAY (served late).
         queue.timeout_action = mc.ModelQueuePolicy.DELAY if policy.get("timeout_action") == "delay" else mc.ModelQueuePolicy.REJECT
-    if settings.priority_levels:
-        batching.priority_levels = settings.priority_levels
-        batching.default_priority_level = settings.default_priority_level or settings.priority_levels
+    levels = settings.batching.priority_levels
+    if levels:
+        batching.priority_levels = levels
+        batching.default_priority_level = settings.batching.default_priority_level or levels
 
 
 def _warmup(config: mc.ModelConfig, signature: Signature, batch_size: int) -> None:
@@ -154,8 +145,8 @@ def gpu_variant(config: mc.ModelConfig, signature: Signature, settings: ServingS
         rules = release.rules
         trt = variant.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         parameters = {
-            "precision_mode": settings.tensorrt_precision.upper(),
-            "max_workspace_size_bytes": str(settings.tensorrt_workspace_bytes),
+            "precision_mode": settings.tensorrt.precision.upper(),
+            "max_workspace_size_bytes": str(settings.tensorrt.max_workspace_bytes),
             "trt_engine_cache_enable": "1",
             "trt_engine_cache_path": f"{TRT_CACHE_ROOT}/{config.name}",
         }
@@ -180,13 +171,14 @@ def cpu_variant(config: mc.ModelConfig, settings: ServingSettings, release: Trit
     for group in variant.instance_group:
         group.kind = GROUP.KIND_CPU
     if variant.platform == ONNX_PLATFORM:
-        intra = settings.intra_op_threads if settings.intra_op_threads is not None else 0
-        inter = settings.inter_op_threads if settings.inter_op_threads is not None else 1
+        ort = settings.onnxruntime
+        intra = ort.intra_op_threads if ort.intra_op_threads is not None else 0
+        inter = ort.inter_op_threads if ort.inter_op_threads is not None else 1
         variant.parameters["intra_op_thread_count"].string_value = str(intra)
         variant.parameters["inter_op_thread_count"].string_value = str(inter)
-        if settings.graph_level:
-            variant.optimization.graph.level = GRAPH_LEVEL[settings.graph_level]
-        if settings.openvino:
+        if ort.graph_level:
+            variant.optimization.graph.level = GRAPH_LEVEL[ort.graph_level]
+        if ort.openvino:
             if not release.rules.ort_openvino:
                 raise BuildError(f"OpenVINO is not offered for Triton {release.name} (see tritonforge/builder/releases.py)")
             variant.optimization.execution_accelerators.cpu_execution_accelerator.add(name="openvino")

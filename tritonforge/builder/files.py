@@ -1,14 +1,18 @@
 """What every entry writes beside its version folders, and facts the build records of it."""
 from __future__ import annotations
 
+import shutil
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from ..repository import Signature
+from .. import verify
+from ..ensembles import Entry
+from ..repository import SAMPLES_FILE, Samples, Signature, versions, write_samples
 from ..repository import config as config_file
-from ..repository.layout import LABELS_FILE, WARMUP_DIR, warmup_file
+from ..repository.layout import CONFIG_FILE, LABELS_FILE, WARMUP_DIR, warmup_file
+from . import staging
 
 TOOLS = ("tritonforge", "onnx", "onnxruntime", "skl2onnx", "onnxmltools", "tf2onnx", "tensorflow", "keras",
          "torch", "scikit-learn", "xgboost", "lightgbm", "treelite")
@@ -41,3 +45,25 @@ def tool_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return found
+
+
+def write_entry(repo: Path, entry: Entry) -> int:
+    """A step or ensemble entry: its next version folder with its model.py or samples, and its config."""
+    version = (versions(repo / entry.name) or [0])[-1] + 1
+    with staging.staging(repo, entry.name) as staged:
+        version_dir = staged / str(version)
+        version_dir.mkdir()
+        if entry.template:
+            shutil.copyfile(entry.template, version_dir / "model.py")
+        for name, path in entry.files:
+            shutil.copyfile(path, version_dir / name)
+        if entry.requirements:  # for the image that serves it (deploy/triton/Dockerfile)
+            (version_dir / "requirements.txt").write_text("\n".join(entry.requirements) + "\n")
+        if entry.samples:
+            inputs, outputs = entry.samples
+            write_samples(version_dir / SAMPLES_FILE, Samples(inputs, outputs, verify.DEFAULT_ATOL, verify.DEFAULT_RTOL))
+        if entry.labels:  # an ensemble's label_filename is read from its own folder, as a model's is
+            (staged / LABELS_FILE).write_text("\n".join(entry.labels) + "\n")
+        config_file.write(staged / CONFIG_FILE, entry.config)
+        staging.install(repo, entry.name, staged, version)
+    return version

@@ -11,9 +11,19 @@ def line(result: BuildResult) -> str:
     if result.status == "FAILED":
         return f"{result.name:<{NAME}} {'FAILED':<{STATUS}} {result.reason}  ({result.seconds:.1f}s)"
     shapes = result.signature.describe() if result.signature else result.reason
-    error = "-" if result.max_error is None else f"{result.max_error:.2g}"
+    error = "-" if result.max_error is None else readable_error(result.max_error)
     return (f"{result.name:<{NAME}} {result.status:<{STATUS}} {result.framework:>{FRAMEWORK}} -> {result.format:<{FORMAT}} "
             f"{'v' + str(result.version):<{VERSION}} {shapes}  max err {error}  {result.seconds:.1f}s")
+
+
+def readable_error(error: float) -> str:
+    """An error as a person reads it: exact zeros are 0, anything below float32's resolution is
+    below 1e-9 (1.2e-108 says nothing more), the rest to two digits."""
+    if error == 0:
+        return "0"
+    if error < 1e-9:
+        return "<1e-9"
+    return f"{error:.2g}"
 
 
 def plural(count: int, noun: str) -> str:

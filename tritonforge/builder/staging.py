@@ -39,6 +39,17 @@ def fingerprint(paths: list[Path], extra: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def outside(path: Path, src: Path, allowed: tuple[Path, ...]) -> Path | None:
+    """Where a model file or folder really lies, when a symlink (its own or one inside a folder
+    model) takes it out of the models folder and no --allow-outside covers it; else None."""
+    roots = [src.resolve(), *(Path(a).resolve() for a in allowed)]
+    for item in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
+        real = item.resolve()
+        if not any(real == root or real.is_relative_to(root) for root in roots):
+            return real
+    return None
+
+
 def check_output_folder(repo: Path) -> None:
     if repo.exists() and not repo.is_dir():
         raise BuildError(f"{repo}: the output path is a file, not a folder")

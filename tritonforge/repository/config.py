@@ -11,7 +11,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .dtypes import config_type, numpy_dtype
-from .layout import CONFIG_FILE, CONFIGS_DIR
+from .layout import CONFIG_FILE, CONFIGS_DIR, variant_path
 from .tensors import DYNAMIC, Signature, TensorSpec
 
 
@@ -68,16 +68,22 @@ def write_model(model_dir: Path, config: mc.ModelConfig, variants: dict[str, mc.
     if names:
         (model_dir / CONFIGS_DIR).mkdir(exist_ok=True)
     for name in sorted(names):
-        path = model_dir / CONFIGS_DIR / f"{name}.pbtxt"
+        path = variant_path(model_dir, name)
         if kept and name in kept:
             write(path, parse(kept[name]))
         else:
             write(path, variants[name])
 
 
+def variant_texts(model_dir: Path, names) -> dict[str, str]:
+    """The texts of the named ``configs/<name>.pbtxt`` files that exist: what a later command
+    (tune-repo) wrote, which a rebuild writes back unchanged."""
+    return {name: variant_path(model_dir, name).read_text() for name in names if variant_path(model_dir, name).is_file()}
+
+
 def read_variant(model_dir: Path, name: str) -> mc.ModelConfig | None:
     """``configs/<name>.pbtxt`` of a model folder, or None where it has none (Triton then loads config.pbtxt)."""
-    path = Path(model_dir) / CONFIGS_DIR / f"{name}.pbtxt"
+    path = variant_path(model_dir, name)
     return read(path) if path.is_file() else None
 
 

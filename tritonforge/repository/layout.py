@@ -32,6 +32,11 @@ def config_files(model_dir: Path) -> list[Path]:
     return [model_dir / CONFIG_FILE, *sorted((model_dir / CONFIGS_DIR).glob("*.pbtxt"))]
 
 
+def variant_path(model_dir: Path, name: str) -> Path:
+    """``configs/<name>.pbtxt`` of a model folder: the config ``--model-config-name <name>`` loads."""
+    return Path(model_dir) / CONFIGS_DIR / f"{name}.pbtxt"
+
+
 def warmup_file(index: int) -> str:
     """The warmup data file of the index-th input, inside WARMUP_DIR."""
     return f"input_{index}"

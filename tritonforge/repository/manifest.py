@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import BuildError
 from .layout import MANIFEST_FILE
 
 
@@ -39,6 +40,26 @@ class Manifest:
         entry.update(common)
         entry["latest_version"] = version
         entry["versions"][str(version)] = record
+
+    def refuse_foreign(self, name: str) -> None:
+        """A folder ``name`` in the repository that this manifest does not record was not built
+        by tritonforge: the build never writes into it."""
+        folder = self.path.parent / name
+        if folder.exists() and self.entry(name) is None:
+            raise BuildError(f"{folder} exists and was not built by tritonforge; refusing to touch it")
+
+    def record_built_variants(self, name: str, variants, keep_others: bool = True) -> None:
+        """Say that build-repo wrote these ``configs/<variant>.pbtxt`` of ``name``; a variant that
+        another command wrote stays that command's, unless ``keep_others`` is False (the build
+        wrote every variant anew)."""
+        entry = self.data["models"][name]
+        if not keep_others:
+            entry["variants"] = {}
+        recorded = entry.setdefault("variants", {})
+        kept = self.kept_variants(name)
+        for variant in variants:
+            if variant not in kept:
+                recorded[variant] = {"by": "build-repo"}
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonforge.loadtests.native import LoadError, LoadResult, run_wrk
 from tritonforge.repository import config as config_file
 from tritonforge.repository import latest_samples, read_samples
-from tritonforge.repository.layout import CONFIGS_DIR
+from tritonforge.repository.layout import variant_path
 from tritonforge.repository.manifest import Manifest
 
 ONNX = "onnxruntime_onnx"
@@ -305,7 +305,7 @@ def tune_model(repo: Path, model: str, server: "TritonControl", *, target: str =
 
 def _write(repo: Path, model: str, target: str, config: mc.ModelConfig, winner: Measured, baseline: Measured,
            budget_s: float, latency_budget_ms: float, also_config_pbtxt: bool, via: str | None = None) -> Path:
-    path = repo / model / CONFIGS_DIR / f"{target}.pbtxt"
+    path = variant_path(repo / model, target)
     path.parent.mkdir(exist_ok=True)
     config_file.write(path, config)  # atomic: a new file renamed into place
     if also_config_pbtxt:

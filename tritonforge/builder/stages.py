@@ -1,0 +1,271 @@
+"""The stages of one model's build, in order: each takes the :class:`ModelBuild` and returns it,
+or raises :class:`BuildError` with its one-line cause. :data:`STAGES` is the build's only path;
+a new stage is one function here and one line in that list."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import converters, ensembles, verify
+from ..converters.precision import fingerprint_key as precision_key
+from ..converters.probe import FileProbe
+from ..ensembles import ModelFacts
+from ..errors import BuildError
+from ..repository import SAMPLES_FILE, Samples, read_samples, versions, write_samples
+from ..repository import config as config_file
+from ..repository.layout import CONFIG_FILE
+from ..sidecar import FOLDER_SIDECAR
+from . import configure, reduced, staging
+from .files import are_probabilities, write_entry, write_model_files
+from .model_build import ModelBuild, Verified, error_record
+from .results import BuildResult, Status, unchanged_result
+
+FINGERPRINT_SCHEME = 2  # bump when a build of the same inputs would write something else
+
+
+def read_sidecar(build: ModelBuild) -> ModelBuild:
+    """The model's settings, and a refusal of a model that a symlink takes out of the models folder."""
+    source, context = build.source, build.context
+    build.manifest.refuse_foreign(source.name)
+    build.sidecar = context.sidecars.for_model(source.name, source.sidecar)
+    real = staging.outside(source.path, context.sidecars.folder, context.options.allow_outside)
+    if real is not None:
+        raise BuildError(f"{source.path.name}: is a symlink to {real}, outside the models folder; "
+                         f"copy it in, or pass --allow-outside {real.parent}")
+    return build
+
+
+def detect(build: ModelBuild) -> ModelBuild:
+    """The adapter that recognises the file's bytes, the target format, and where the model belongs."""
+    options, sidecar = build.context.options, build.sidecar
+    build.probe = FileProbe(build.source.path, options.allow_pickle)
+    build.adapter = converters.REGISTRY.detect(build.probe)
+    build.format = converters.FORMATS[_target_format(build)]
+    build.context.release.refuse_unservable(build.format.platform)
+    kind = sidecar.device or options.device
+    build.kind = ("gpu" if build.adapter.neural or build.format.prefers_gpu else "cpu") if kind == "auto" else kind
+    build.precisions = tuple(dict.fromkeys(sidecar.precision.reduced + options.precisions))
+    return build
+
+
+def _target_format(build: ModelBuild) -> str:
+    adapter, wanted = build.adapter, build.sidecar.format
+    if wanted:
+        if wanted not in adapter.formats:
+            raise BuildError(f"{build.source.path.name}: format '{wanted}' is not available for {adapter.framework} "
+                             f"models (available: {', '.join(adapter.formats)})")
+        return wanted
+    option = build.context.options.format
+    return option if option in adapter.formats else adapter.formats[0]
+
+
+def skip_unchanged(build: ModelBuild) -> ModelBuild:
+    """The fingerprint of the source, its sidecars and the settings; equal to the latest version's,
+    the model and its entries are reported UNCHANGED and nothing is written."""
+    source, context, options = build.source, build.context, build.context.options
+    settings = {"format": build.format.name, "kind": build.kind, "max_batch_size": options.max_batch_size,
+                "warmup": options.warmup, "triton": context.release.name, "tritonforge": FINGERPRINT_SCHEME}
+    if build.precisions:
+        settings["precisions"] = [precision_key(p) for p in build.precisions]
+    sidecar_files = [p for p in (source.sidecar, context.sidecars.folder / FOLDER_SIDECAR, *build.sidecar.files)
+                     if p and p.is_file()]
+    build.fingerprint = staging.fingerprint([source.path] + sidecar_files, settings)
+    latest, manifest = build.manifest.latest(source.name), build.manifest
+    if latest and latest.get("fingerprint") == build.fingerprint and manifest.entry(source.name)["latest_version"] in versions(build.model_dir):
+        names = [source.name, *latest.get("ensemble", []), *latest.get("reduced", [])]
+        build.results = [unchanged_result(name, source.path.name, manifest) for name in names if manifest.entry(name)]
+        build.finished = True
+    return build
+
+
+def load(build: ModelBuild) -> ModelBuild:
+    build.model = build.adapter.load(build.probe, build.sidecar)
+    return build
+
+
+def stage_version(build: ModelBuild) -> ModelBuild:
+    """The next version number, and a staging folder beside the repository to write it in."""
+    done = versions(build.model_dir)
+    build.version = (done[-1] if done else 0) + 1
+    build.staged = build.cleanup.enter_context(staging.staging(build.repo, build.name))
+    (build.staged / str(build.version)).mkdir()
+    return build
+
+
+def convert(build: ModelBuild) -> ModelBuild:
+    """The artifact in the target format, and its signature read back from it."""
+    build.artifact = build.staged / str(build.version) / build.format.artifact_name(build.adapter)
+    declared = build.adapter.convert(build.model, build.sidecar, build.format.name, build.artifact)
+    build.signature = build.format.read_signature(build.artifact, declared)
+    return build
+
+
+def verify_artifact(build: ModelBuild) -> ModelBuild:
+    """The source model and the artifact run the same rows; a mismatch fails the model with the numbers."""
+    source, adapter, fmt, sidecar, signature = build.source, build.adapter, build.format, build.sidecar, build.signature
+    samples = _sample_rows(build)
+    expected = adapter.reference(build.model, samples, signature)
+    run_artifact = fmt.runner(build.artifact)
+    atol = sidecar.tolerance.atol if sidecar.tolerance.atol is not None else verify.DEFAULT_ATOL
+    rtol = sidecar.tolerance.rtol if sidecar.tolerance.rtol is not None else verify.DEFAULT_RTOL
+    errors = verify.compare(signature, expected, run_artifact(samples), atol, rtol)
+    if not all(e.ok for e in errors):
+        raise BuildError(f"{source.path.name}: {fmt.name} artifact does not match {adapter.framework}: "
+                         f"{verify.describe_mismatch(errors)}{adapter.mismatch_hint(build.model)}")
+    for checker, run in fmt.cross_checks(build.artifact):  # a second reader of the artifact, as its server reads it
+        cross = verify.compare(signature, expected, run(samples), atol, rtol)
+        if not all(e.ok for e in cross):
+            raise BuildError(f"{source.path.name}: {fmt.name} artifact read by {checker} does not match {adapter.framework}: "
+                             f"{verify.describe_mismatch(cross)}")
+        errors = tuple(max(pair, key=lambda e: e.max_abs) for pair in zip(errors, cross))
+    expected = {spec.name: expected[spec.name] for spec in signature.outputs}
+    build.verified = Verified(samples, expected, errors, atol, rtol, run_artifact)
+    return build
+
+
+def _sample_rows(build: ModelBuild) -> dict[str, np.ndarray]:
+    sidecar, signature = build.sidecar, build.signature
+    if sidecar.samples:
+        return verify.check_sample_inputs(read_samples(sidecar.samples).inputs, signature, sidecar.samples.name)
+    rng = np.random.default_rng(0)
+    return (build.adapter.sample_inputs(build.model, signature, sidecar.sample_rows, rng)
+            or verify.sample_inputs(signature, sidecar.sample_rows, rng))
+
+
+def settle_serving(build: ModelBuild) -> ModelBuild:
+    """Class names and the output they describe, and how the entry is served."""
+    sidecar, options = build.sidecar, build.context.options
+    labels = sidecar.labels or build.adapter.labels(build.model)
+    labels_output = _labels_output(build, labels)
+    build.labels = labels if labels_output else None
+    batching = sidecar.batching
+    max_batch_size = batching.max_batch_size if batching.max_batch_size is not None else options.max_batch_size
+    too_large = [s for s in batching.preferred_batch_size or () if s > max_batch_size]
+    if too_large and build.signature.batched and max_batch_size > 0:
+        raise BuildError(f"{_sidecar_name(build)}: 'dynamic_batching.preferred_batch_size' {too_large[0]} is larger than "
+                         f"max_batch_size {max_batch_size}; lower it or raise max_batch_size")
+    build.settings = configure.ServingSettings(max_batch_size, build.kind, sidecar.instances, labels_output, options.warmup,
+                                               batching, sidecar.response_cache, sidecar.tensorrt, sidecar.onnxruntime)
+    return build
+
+
+def _sidecar_name(build: ModelBuild) -> str:
+    own = build.source.sidecar
+    return own.name if own else f"{build.source.path.name} (sidecar {FOLDER_SIDECAR})"
+
+
+def _labels_output(build: ModelBuild, labels: tuple[str, ...] | None) -> str | None:
+    """The output whose last dimension has one entry per class name."""
+    if not labels:
+        return None
+    for spec in build.signature.outputs:
+        if spec.dtype.kind == "f" and spec.shape and spec.shape[-1] == len(labels):
+            return spec.name
+    raise BuildError(f"{build.source.path.name}: {len(labels)} labels given, but no output has {len(labels)} classes "
+                     f"({build.signature.describe()})")
+
+
+def configure_entry(build: ModelBuild) -> ModelBuild:
+    """The portable config and one variant per kind of host; a version policy that repo-versions set
+    (a rollback, a pin) and variants another command wrote (tune-repo's) survive the rebuild."""
+    fmt, release = build.format, build.context.release
+    config = configure.build_config(build.name, fmt.platform, build.signature, build.settings, backend=fmt.backend,
+                                    parameters=fmt.config_parameters(build.artifact, release.rules))
+    variants = configure.variants(config, build.signature, build.settings, release)
+    current = build.model_dir / CONFIG_FILE
+    policy = config_file.version_policy(config_file.read(current)) if current.is_file() else None
+    if policy is not None and policy != config_file.VersionPolicy("latest"):
+        config = config_file.with_version_policy(config, policy)
+        variants = {name: config_file.with_version_policy(variant, policy) for name, variant in variants.items()}
+    build.config, build.variants = config, variants
+    build.kept_variants = config_file.variant_texts(build.model_dir, build.manifest.kept_variants(build.name))
+    return build
+
+
+def write(build: ModelBuild) -> ModelBuild:
+    """The samples in the version folder; configs, labels and warmup rows beside it."""
+    checked = build.verified
+    write_samples(build.staged / str(build.version) / SAMPLES_FILE,
+                  Samples(checked.samples, checked.expected, checked.atol, checked.rtol))
+    write_model_files(build.staged, build.config, build.variants, build.kept_variants, build.labels, checked.samples,
+                      build.signature)
+    return build
+
+
+def plan_ensembles(build: ModelBuild) -> ModelBuild:
+    """Step and ensemble entries around the model, verified against the source, when the sidecar asks."""
+    sidecar, adapter, checked = build.sidecar, build.adapter, build.verified
+    if not (sidecar.preprocess or sidecar.postprocess):
+        return build
+    facts = ModelFacts(build.signature, adapter.feature_names(build.model), adapter.accepts_missing, build.labels,
+                       build.labels_output, are_probabilities(checked.expected.get(build.labels_output)),
+                       build.source.path.parent)
+    build.entries, build.ensemble_errors = ensembles.plan(
+        build.name, build.source.path.name, sidecar, facts, build.config, checked.samples, checked.run_artifact,
+        lambda inputs: adapter.reference(build.model, inputs, build.signature), checked.atol, checked.rtol)
+    for entry in build.entries:
+        build.manifest.refuse_foreign(entry.name)
+    return build
+
+
+def install(build: ModelBuild) -> ModelBuild:
+    """The staged version moved into the repository: one rename, then the config."""
+    staging.install(build.repo, build.name, build.staged, build.version)
+    build.results.append(BuildResult(build.name, build.source.path.name, build.adapter.framework, build.format.name,
+                                     build.signature, build.version, Status.OK, errors=build.verified.errors))
+    return build
+
+
+def install_ensembles(build: ModelBuild) -> ModelBuild:
+    for entry in build.entries:
+        version = write_entry(build.repo, entry)
+        kind = "ensemble" if entry.samples else "python"
+        errors = build.ensemble_errors if entry.samples else ()
+        signature = config_file.signature_of(entry.config)
+        build.manifest.record(entry.name, version,
+                              build.facts(framework=kind, format=kind, platform=entry.config.platform or entry.config.backend),
+                              build.record(signature=signature.describe(), errors=error_record(errors)))
+        build.results.append(BuildResult(entry.name, build.source.path.name, kind, kind, signature, version, Status.OK,
+                                         errors=errors))
+    return build
+
+
+def build_reduced(build: ModelBuild) -> ModelBuild:
+    """``<name>_int8`` / ``<name>_fp16`` beside the FP32 entry; each judged by its gate, failing alone."""
+    if not build.sidecar.precision.replace_fp32:
+        build.results += [reduced.reduced_entry(build, precision) for precision in build.precisions]
+    return build
+
+
+def record(build: ModelBuild) -> ModelBuild:
+    fmt = build.format
+    suffixes = tuple(f"_{p}" for p in build.precisions)
+    reduced_names = [r.name for r in build.results if r.status == Status.OK and r.name.endswith(suffixes)]
+    build.manifest.record(build.name, build.version,
+                          build.facts(framework=build.adapter.framework, format=fmt.name, platform=fmt.platform or fmt.backend),
+                          build.record(ensemble=[e.name for e in build.entries], reduced=reduced_names))
+    build.manifest.record_built_variants(build.name, build.variants)
+    return build
+
+
+def replace_with_reduced(build: ModelBuild) -> ModelBuild:
+    """With ``replace: true``, the one reduced artifact becomes the FP32 entry's next version, served as latest."""
+    if build.sidecar.precision.replace_fp32:
+        [precision] = build.precisions
+        build.results.append(reduced.reduced_entry(build, precision, replace_fp32=True))
+    return build
+
+
+def save(build: ModelBuild) -> ModelBuild:
+    build.manifest.save()
+    return build
+
+
+# discover (pipeline.discover) -> load -> convert -> verify -> write -> configure -> validate -> report
+STAGES = (
+    read_sidecar, detect, skip_unchanged,  # load: which adapter, which format, anything to do at all
+    load, stage_version, convert,  # convert
+    verify_artifact,  # verify
+    settle_serving, configure_entry,  # configure (configs are parsed back as they are written: validate)
+    write, plan_ensembles, install, install_ensembles,  # write
+    build_reduced, record, replace_with_reduced, save,  # record what was built (the report is the results)
+)
