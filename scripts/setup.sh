@@ -14,6 +14,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: any other spec downloads several GB of CUDA wheels.
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,text]"
 # Tools outside Python: wrk and h2load (load), promtool, npm, schema validators (deployment checks).
 bash deploy/setup-tools.sh
