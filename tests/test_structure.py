@@ -26,7 +26,7 @@ LAYERS = [
     {"tritonforge.errors", "tritonforge.repository"},
     {"tritonforge.sidecar", "tritonforge.verify"},
     {"tritonforge.converters", "tritonforge.ensembles", "tritonforge.clients"},
-    {"tritonforge.builder", "tritonforge.serving", "tritonforge.loadtests"},
+    {"tritonforge.builder", "tritonforge.serving", "tritonforge.loadtests", "tritonforge.fleet"},
     {"tritonforge.tuning", "tritonforge.versions", "tritonforge.comparing"},
 ]
 
