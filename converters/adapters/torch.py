@@ -20,8 +20,10 @@ from tritonforge.sidecar import Sidecar
 from tritonforge.repository import DYNAMIC, Signature, TensorSpec, tensor_name
 from .base import AdapterBase, by_position
 
-# torch.export specialises a dimension whose example size is 1: trace with 2 rows.
+# torch.export specialises a dimension whose example size is 1: trace with 2 rows, and a dynamic
+# axis that is not the batch (a sequence) at another size, so the two are not taken for one.
 EXAMPLE_ROWS = 2
+EXAMPLE_LENGTH = 3
 
 
 @dataclass
@@ -87,14 +89,17 @@ class TorchAdapter(AdapterBase):
 
         names = [spec.name for spec in model.inputs]
         batch = torch.export.Dim("batch", min=1, max=65536)
-        dynamic = {n: ({0: batch} if spec.batch_dynamic else {}) for n, spec in zip(names, model.inputs)}
+        # Every axis the sidecar (or the program) leaves dynamic stays dynamic in the artifact.
+        dynamic = {n: {d: batch if d == 0 else torch.export.Dim(f"{tensor_name(n)}_{d}", min=1, max=65536)
+                       for d, size in enumerate(spec.shape) if size == DYNAMIC}
+                   for n, spec in zip(names, model.inputs)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 if model.kind == "exported":
                     program = model.program
                 elif model.kind == "module":
-                    program = torch.export.export(model.module, example, dynamic_shapes=_positional(model.module, dynamic))
+                    program = _export_or_none(model, example, dynamic)
                 else:
                     program = None
                 if program is not None:
@@ -121,11 +126,11 @@ class TorchAdapter(AdapterBase):
             with torch.no_grad():
                 result = scripted(*example)
         results = _flat_outputs(result)
-        batched = all(spec.batch_dynamic for spec in model.inputs)
+        varying = _varying_output_axes(model, example)
         inputs = tuple(TensorSpec(input_name(i), s.dtype, s.shape) for i, s in enumerate(model.inputs))
         outputs = tuple(
             TensorSpec(output_name(i), np.dtype(str(r.dtype).removeprefix("torch.")),
-                       ((DYNAMIC,) + tuple(r.shape[1:])) if batched else tuple(r.shape))
+                       tuple(DYNAMIC if d in varying[i] else size for d, size in enumerate(r.shape)))
             for i, r in enumerate(results)
         )
         return Signature(inputs, outputs)
@@ -188,8 +193,9 @@ def _with_overrides(name: str, specs: tuple[TensorSpec, ...], sidecar: Sidecar) 
     return tuple(TensorSpec(o.name, o.dtype, o.shape) for o in sidecar.inputs)
 
 
-def _example(spec: TensorSpec) -> np.ndarray:
-    shape = tuple(EXAMPLE_ROWS if d == DYNAMIC else d for d in spec.shape)
+def _example(spec: TensorSpec, grow: int = 0) -> np.ndarray:
+    """An example input: the batch at EXAMPLE_ROWS, other dynamic axes at EXAMPLE_LENGTH (plus ``grow``)."""
+    shape = tuple((EXAMPLE_ROWS if i == 0 else EXAMPLE_LENGTH) + grow if d == DYNAMIC else d for i, d in enumerate(spec.shape))
     rng = np.random.default_rng(0)
     if spec.dtype.kind == "f":
         return rng.standard_normal(shape).astype(spec.dtype)
@@ -204,6 +210,32 @@ def _positional(module, dynamic: dict[str, dict]) -> dict | tuple:
     return dict(zip(params, dynamic.values())) if len(params) == len(dynamic) else tuple(dynamic.values())
 
 
+def _export_or_none(model: TorchSource, example: tuple, dynamic: dict):
+    """torch.export of a module; None where it pins a dynamic axis that is not the batch (an RNN's
+    sequence length: 'Constraints violated ... specialized it to be a constant'), so that the
+    TorchScript-based exporter, which keeps the axes the sidecar declares, takes it instead."""
+    import torch
+
+    try:
+        return torch.export.export(model.module, example, dynamic_shapes=_positional(model.module, dynamic))
+    except Exception as exc:
+        if "Constraints violated" in str(exc) and any(DYNAMIC in spec.shape[1:] for spec in model.inputs):
+            return None
+        raise
+
+
+def _varying_output_axes(model: TorchSource, example: tuple) -> list[set[int]]:
+    """Per output, the axes whose size follows the inputs' dynamic axes: the module run with every
+    dynamic input axis grown by 2, and the output shapes compared. A TorchScript archive or a
+    pickled module says nothing of its outputs' shapes; this asks it."""
+    import torch
+
+    grown = tuple(torch.from_numpy(_example(spec, grow=2)) for spec in model.inputs)
+    with torch.no_grad():
+        first, second = _flat_outputs(model.module(*example)), _flat_outputs(model.module(*grown))
+    return [{d for d, (a, b) in enumerate(zip(x.shape, y.shape)) if a != b} for x, y in zip(first, second)]
+
+
 def _legacy_export(model: TorchSource, example: tuple, names: list[str], opset: int):
     """TorchScript archives cannot go through torch.export; the TorchScript-based exporter takes them."""
     import io
@@ -212,13 +244,12 @@ def _legacy_export(model: TorchSource, example: tuple, names: list[str], opset: 
     import torch
 
     buffer = io.BytesIO()
-    with torch.no_grad():
-        result = model.module(*example)
-    count = 1 if isinstance(result, torch.Tensor) else len(result)
-    outputs = [f"output_{i}" for i in range(count)]
-    axes = {n: {0: "batch"} for n, s in zip(names, model.inputs) if s.batch_dynamic}
-    if axes:
-        axes.update({o: {0: "batch"} for o in outputs})
+    varying = _varying_output_axes(model, example)
+    outputs = [f"output_{i}" for i in range(len(varying))]
+    axes = {n: {d: "batch" if d == 0 else f"{tensor_name(n)}_{d}" for d, size in enumerate(s.shape) if size == DYNAMIC}
+            for n, s in zip(names, model.inputs)}
+    axes.update({o: {d: "batch" if d == 0 else f"{o}_{d}" for d in varying[i]} for i, o in enumerate(outputs)})
+    axes = {name: dims for name, dims in axes.items() if dims}
     torch.onnx.export(model.module, example, buffer, dynamo=False, input_names=names, output_names=outputs,
                       dynamic_axes=axes, opset_version=opset)
     return onnx.load_model_from_string(buffer.getvalue())

@@ -47,6 +47,7 @@ class ServingSettings:
     response_cache: bool = False
     tensorrt: TensorRTSettings = TensorRTSettings()
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
+    warmup_shapes: dict[str, tuple[int, ...]] | None = None  # per input, one sample row's shape (no batch)
 
 
 def _dims(spec: TensorSpec, batched: bool) -> tuple[list[int], bool]:
@@ -94,7 +95,7 @@ def build_config(name: str, platform: str, signature: Signature, settings: Servi
     if settings.response_cache:
         config.response_cache.enable = True
     if settings.warmup and batched:
-        _warmup(config, signature, batch_size=1)
+        _warmup(config, signature, settings, batch_size=1)
     return config
 
 
@@ -117,13 +118,24 @@ def _queue_policy(batching, settings: ServingSettings) -> None:
         batching.default_priority_level = settings.batching.default_priority_level or levels
 
 
-def _warmup(config: mc.ModelConfig, signature: Signature, batch_size: int) -> None:
+def _warmup(config: mc.ModelConfig, signature: Signature, settings: ServingSettings, batch_size: int) -> None:
+    """Warmup with the first sample row (written beside the config). Triton refuses a warmup whose
+    dims are -1, so a dynamic axis takes the sample row's size; without one, no warmup."""
     del config.model_warmup[:]
+    dims = {}
+    for spec in signature.inputs:
+        declared, _ = _dims(spec, True)
+        row = (settings.warmup_shapes or {}).get(spec.name)
+        if -1 in declared:
+            if row is None or len(row) != len(declared):
+                return
+            declared = [size if size != -1 else row[i] for i, size in enumerate(declared)]
+        dims[spec.name] = declared
     warmup = config.model_warmup.add(name="sample_row" if batch_size == 1 else f"batch_of_{batch_size}", batch_size=batch_size)
     for index, spec in enumerate(signature.inputs):
         data = warmup.inputs[spec.name]
         data.data_type = triton_type(spec.dtype)
-        data.dims.extend(_dims(spec, True)[0])
+        data.dims.extend(dims[spec.name])
         data.input_data_file = warmup_file(index)
 
 
@@ -155,7 +167,7 @@ def gpu_variant(config: mc.ModelConfig, signature: Signature, settings: ServingS
         for key, value in parameters.items():
             trt.parameters[key] = value
         if settings.warmup and variant.max_batch_size > 0:
-            _warmup(variant, signature, batch_size=variant.max_batch_size)
+            _warmup(variant, signature, settings, batch_size=variant.max_batch_size)
     elif variant.backend == FIL_BACKEND:
         for key, value in release.rules.fil_gpu_parameters:
             variant.parameters[key].string_value = value

@@ -3,14 +3,16 @@ or raises :class:`BuildError` with its one-line cause. :data:`STAGES` is the bui
 a new stage is one function here and one line in that list."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .. import converters, ensembles, verify
 from ..converters.precision import fingerprint_key as precision_key
-from ..converters.probe import FileProbe
+from ..converters.probe import FileProbe, one_line
 from ..ensembles import ModelFacts
 from ..errors import BuildError
-from ..repository import SAMPLES_FILE, Samples, read_samples, versions, write_samples
+from ..repository import DYNAMIC, SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
 from ..repository import config as config_file
 from ..repository.layout import CONFIG_FILE
 from ..sidecar import FOLDER_SIDECAR
@@ -119,7 +121,45 @@ def verify_artifact(build: ModelBuild) -> ModelBuild:
         errors = tuple(max(pair, key=lambda e: e.max_abs) for pair in zip(errors, cross))
     expected = {spec.name: expected[spec.name] for spec in signature.outputs}
     build.verified = Verified(samples, expected, errors, atol, rtol, run_artifact)
+    build.covered.append(_shapes(samples))
     return build
+
+
+OTHER_ROWS, OTHER_LENGTH = 3, 7  # a second batch size and a second size of every other dynamic axis
+
+
+def verify_other_sizes(build: ModelBuild) -> ModelBuild:
+    """A dynamic axis that is not the batch (a sequence, an image side) is checked at a second
+    size too, with a batch of more than one: an artifact that fixed the size it was traced at, or
+    answers right at one length only, fails here rather than in front of its first real request."""
+    signature = build.signature
+    if not any(DYNAMIC in spec.shape[1:] for spec in signature.inputs):
+        return build
+    resized = Signature(tuple(replace(spec, shape=_other_size(spec.shape, signature.batched)) for spec in signature.inputs),
+                        signature.outputs)
+    rng = np.random.default_rng(3)
+    rows = (build.adapter.sample_inputs(build.model, resized, OTHER_ROWS, rng)
+            or verify.sample_inputs(resized, OTHER_ROWS, rng))
+    checked = build.verified
+    try:
+        actual = checked.run_artifact(rows)
+    except Exception as exc:
+        raise BuildError(f"{build.source.path.name}: {build.format.name} artifact refuses inputs at another size of its dynamic "
+                         f"axes ({_shapes(rows)}): {one_line(exc)}") from None
+    errors = verify.compare(signature, build.adapter.reference(build.model, rows, signature), actual, checked.atol, checked.rtol)
+    if not all(e.ok for e in errors):
+        raise BuildError(f"{build.source.path.name}: {build.format.name} artifact does not match {build.adapter.framework} "
+                         f"at {_shapes(rows)}: {verify.describe_mismatch(errors)}")
+    build.covered.append(_shapes(rows))
+    return build
+
+
+def _other_size(shape: tuple[int, ...], batched: bool) -> tuple[int, ...]:
+    return tuple(d if d != DYNAMIC else (DYNAMIC if i == 0 and batched else OTHER_LENGTH) for i, d in enumerate(shape))
+
+
+def _shapes(rows: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{name}[{'x'.join(map(str, value.shape))}]" for name, value in rows.items())
 
 
 def _sample_rows(build: ModelBuild) -> dict[str, np.ndarray]:
@@ -143,8 +183,10 @@ def settle_serving(build: ModelBuild) -> ModelBuild:
     if too_large and build.signature.batched and max_batch_size > 0:
         raise BuildError(f"{_sidecar_name(build)}: 'dynamic_batching.preferred_batch_size' {too_large[0]} is larger than "
                          f"max_batch_size {max_batch_size}; lower it or raise max_batch_size")
+    warmup_shapes = {name: value.shape[1:] for name, value in build.verified.samples.items()}
     build.settings = configure.ServingSettings(max_batch_size, build.kind, sidecar.instances, labels_output, options.warmup,
-                                               batching, sidecar.response_cache, sidecar.tensorrt, sidecar.onnxruntime)
+                                               batching, sidecar.response_cache, sidecar.tensorrt, sidecar.onnxruntime,
+                                               warmup_shapes)
     return build
 
 
@@ -242,7 +284,8 @@ def record(build: ModelBuild) -> ModelBuild:
     reduced_names = [r.name for r in build.results if r.status == Status.OK and r.name.endswith(suffixes)]
     build.manifest.record(build.name, build.version,
                           build.facts(framework=build.adapter.framework, format=fmt.name, platform=fmt.platform or fmt.backend),
-                          build.record(ensemble=[e.name for e in build.entries], reduced=reduced_names))
+                          build.record(ensemble=[e.name for e in build.entries], reduced=reduced_names,
+                                       verified_shapes=build.covered))
     build.manifest.record_built_variants(build.name, build.variants)
     return build
 
@@ -264,7 +307,7 @@ def save(build: ModelBuild) -> ModelBuild:
 STAGES = (
     read_sidecar, detect, skip_unchanged,  # load: which adapter, which format, anything to do at all
     load, stage_version, convert,  # convert
-    verify_artifact,  # verify
+    verify_artifact, verify_other_sizes,  # verify
     settle_serving, configure_entry,  # configure (configs are parsed back as they are written: validate)
     write, plan_ensembles, install, install_ensembles,  # write
     build_reduced, record, replace_with_reduced, save,  # record what was built (the report is the results)
