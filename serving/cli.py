@@ -8,6 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
+from tritonforge.fleet import FleetError, is_bucket_url
+from tritonforge.fleet.cli import add_bucket_arguments, follow_bucket
 from tritonforge.serving.errors import ServeError
 from tritonforge.serving.server import CONTROL_MODES, DEFAULT_CACHE_BYTES, Server
 
@@ -18,7 +20,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         description="Serve a tritonforge model repository on the tritonserver bundled with "
         "nvidia-pytriton (CPU, no Docker).",
     )
-    p.add_argument("repo", type=Path, help="model repository folder (what build-repo wrote)")
+    p.add_argument("repo", help="model repository folder (what build-repo wrote), or s3://bucket/prefix (what publish-repo wrote)")
     p.add_argument("--address", default="127.0.0.1", help="address for HTTP, gRPC and metrics (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=8000, help="0 picks a free port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port (default 8001)")
@@ -39,6 +41,7 @@ def _serve_parser() -> argparse.ArgumentParser:
                    "when the repository has those variants); 'none' for config.pbtxt only")
     p.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_BYTES, metavar="BYTES",
                    help=f"Triton's local response cache, for models with response_cache enabled (default {DEFAULT_CACHE_BYTES}; 0 = off)")
+    add_bucket_arguments(p)
     return p
 
 
@@ -52,8 +55,24 @@ def serve_main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    bucket = None
+    if is_bucket_url(args.repo):  # served from a local folder that follows the bucket (fleet/mirror.py)
+        try:
+            bucket = follow_bucket(args.repo, sync_dir=args.sync_dir, every=args.sync_secs, endpoint_url=args.endpoint_url)
+        except FleetError as exc:
+            print(f"serve-repo: {exc}", file=sys.stderr)
+            return 1
+        print(f"serve-repo: following {args.repo} in {bucket.local} (every {args.sync_secs:g} s)", flush=True)
+    try:
+        return _serve(args, stop, bucket.local if bucket else Path(args.repo))
+    finally:
+        if bucket is not None:
+            bucket.stop()
+
+
+def _serve(args, stop: threading.Event, repo: Path) -> int:
     server = Server(
-        args.repo,
+        repo,
         address=args.address,
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 import tempfile
@@ -73,6 +74,9 @@ class BucketServing:
 
 def follow_bucket(url: str, *, sync_dir: Path | None, every: float, endpoint_url: str | None = None) -> BucketServing:
     """Take the published repository once (raises FleetError when that fails), then follow it."""
+    # serve-repo logs at INFO: boto3's notes at that level (where it found credentials) are noise there.
+    for name in ("boto3", "botocore", "s3transfer"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     temporary = sync_dir is None
     local = Path(tempfile.mkdtemp(prefix="tritonforge-bucket-")) / "model_repository" if temporary else Path(sync_dir)
     try:
