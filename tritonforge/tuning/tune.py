@@ -61,8 +61,8 @@ def search(current: Candidate, measure: Measurer, objective: Objective, *, budge
     """Measure ``current``, a coarse sweep, then the neighbours of the best, and measure the best
     and ``current`` again before keeping it. The whole search, the final measurements and the
     server's restoring load (one more load's time) fit in ``budget_s`` by ``clock``: a candidate is
-    only started while the slowest measurement so far, three times over (the candidate and the
-    final two), plus the slowest load, still fits."""
+    only started while the slowest measurement so far (or the measurer's estimate, if longer),
+    three times over (the candidate and the final two), plus the slowest load, still fits."""
     say = progress or (lambda _text: None)
     prefix = f"{label}: " if label else ""
     started = clock()
@@ -85,7 +85,8 @@ def search(current: Candidate, measure: Measurer, objective: Objective, *, budge
     skipped = 0
 
     def affordable() -> bool:
-        slowest = max(m.seconds for m in measured)
+        # The current config may have been quick (given up at one connection): never expect less than the estimate.
+        slowest = max(measure.estimate_s, *(m.seconds for m in measured))
         return clock() + 3 * slowest + max(m.load_seconds for m in measured) <= deadline
 
     def eligible(m: Measured) -> bool:
