@@ -4,6 +4,7 @@ Order matters only for detection: the ONNX and Keras checks are cheap and certai
 files are tried last, after every adapter that recognises a file by its bytes; LightGBM's
 scikit-learn wrappers are estimators too, so LightGBM comes before scikit-learn.
 """
+from .huggingface import HuggingFaceAdapter
 from .keras import KerasAdapter
 from .lightgbm import LightGBMAdapter
 from .onnx_file import OnnxAdapter
@@ -11,4 +12,4 @@ from .sklearn import SklearnAdapter
 from .torch import TorchAdapter
 from .xgboost import XGBoostAdapter
 
-ADAPTERS = (OnnxAdapter(), KerasAdapter(), TorchAdapter(), XGBoostAdapter(), LightGBMAdapter(), SklearnAdapter())
+ADAPTERS = (OnnxAdapter(), HuggingFaceAdapter(), KerasAdapter(), TorchAdapter(), XGBoostAdapter(), LightGBMAdapter(), SklearnAdapter())

@@ -4,6 +4,7 @@ A sidecar names steps like this::
 
     preprocess: {step: tabular, format: auto}           # JSON objects or CSV lines -> model inputs
     preprocess: {step: image, mean: [0.5], std: [0.5]}  # PNG/JPEG bytes -> image tensor
+    preprocess: {step: text}                            # UTF-8 strings -> token arrays (HuggingFace folders)
     postprocess: {step: classify, top_k: 3}             # the scores with labels: Triton's classification extension
     preprocess: {step: user, file: steps.py, function: prepare,      # your own function
                  inputs: [{name: TEXT, shape: [-1, 1], dtype: string}], requirements: [pillow]}
@@ -22,9 +23,10 @@ from .base import RAW, STEP_PARAMETER, STEPS_DIR, Classification, ModelFacts, St
 from .classify import TOP_K_PARAMETER, ClassifyStep, top_classes
 from .image import ImageStep
 from .tabular import TabularStep
+from .text import TextStep
 from .user import UserStep
 
-STEPS: dict[str, Step] = {s.name: s for s in (TabularStep(), ImageStep(), ClassifyStep(), UserStep())}
+STEPS: dict[str, Step] = {s.name: s for s in (TabularStep(), ImageStep(), ClassifyStep(), UserStep(), TextStep())}
 
 
 def make_step(role: str, raw: Any, facts: ModelFacts, source: str) -> StepModel | Classification:
