@@ -13,7 +13,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 from test_build_hostile import tiny_onnx
 from tritonforge.builder import BuildOptions, build_repository
 from tritonforge.builder.releases import parse_release
+from tritonforge.converters.adapters.xgboost import for_fil, intercepts_of
 from tritonforge.converters.formats import fil
+from tritonforge.errors import BuildError
 from tritonforge.repository import config as configs
 from tritonforge.repository import read_samples
 
@@ -23,6 +25,8 @@ FOREST_MODELS = {
     "xgb_multi": ("xgboost", "xgboost.json", 3),
     "xgb_regression": ("xgboost", "xgboost.json", 0),
     "xgb_categorical": ("xgboost", "xgboost.json", 0),
+    "xgb_intercepts": ("xgboost", "xgboost.json", 3),  # XGBoost 3.1+: one intercept per class
+    "xgb_two_targets": ("xgboost", "xgboost.json", 0),  # and one per target
     "lgb_binary": ("lightgbm", "model.txt", 2),
     "lgb_multi": ("lightgbm", "model.txt", 3),
     "lgb_regression": ("lightgbm", "model.txt", 0),
@@ -31,10 +35,13 @@ FOREST_MODELS = {
     "rf_classifier": ("sklearn", "checkpoint.tl", 2),
     "gbr_regressor": ("sklearn", "checkpoint.tl", 0),
 }
+TARGETS = {"xgb_two_targets": 2}  # regressors of more than one target
 RELEASE_KEYS = {  # the keys each release's FIL reads (tritonforge/builder/releases.py cites the docs)
     "24.10": ("output_class", {"algo", "storage_type", "threads_per_tree"}),
     "25.09": ("is_classifier", {"layout"}),
+    "26.01": ("is_classifier", {"layout"}),
 }
+UNBALANCED = np.r_[0:50, 50:70, 100:150]  # iris with fewer versicolor: each class gets its own intercept
 
 
 def train_forests(folder: Path) -> None:
@@ -69,6 +76,11 @@ def train_forests(folder: Path) -> None:
     flowers = np.array(["setosa", "versicolor", "virginica"])[iris[1]]
     joblib.dump(lgb.LGBMClassifier(n_estimators=10, min_child_samples=5, **lgb_quiet).fit(iris[0], flowers),
                 folder / "lgb_classifier_wrapper.joblib")
+    joblib.dump(xgb.XGBClassifier(n_estimators=10, max_depth=3, n_jobs=1, random_state=0).fit(
+        iris[0][UNBALANCED], iris[1][UNBALANCED]), folder / "xgb_intercepts.joblib")
+    two_targets = np.stack([diabetes[1], diabetes[0][:, 2] * 100], axis=1)
+    joblib.dump(xgb.XGBRegressor(n_estimators=10, max_depth=3, n_jobs=1, random_state=0).fit(diabetes[0], two_targets),
+                folder / "xgb_two_targets.joblib")
     joblib.dump(RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0).fit(*cancer), folder / "rf_classifier.joblib")
     joblib.dump(GradientBoostingRegressor(n_estimators=20, random_state=0).fit(*diabetes), folder / "gbr_regressor.joblib")
 
@@ -121,7 +133,8 @@ def test_configs_name_the_fil_backend_with_the_keys_of_the_release(fil_builds, r
         config = configs.read(repo / name)
         assert (config.backend, config.platform) == ("fil", "")
         assert [(t.name, t.data_type) for t in config.input] == [(fil.INPUT, mc.TYPE_FP32)]
-        assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [(fil.OUTPUT, mc.TYPE_FP32, [classes or 1])]
+        assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
+            (fil.OUTPUT, mc.TYPE_FP32, [classes or TARGETS.get(name, 1)])]
         parameters = {k: v.string_value for k, v in config.parameters.items()}
         assert parameters["model_type"] == fil.MODEL_TYPES[filename]
         assert parameters[classifier_key] == ("true" if classes else "false")
@@ -146,6 +159,189 @@ def test_categorical_features_travel_as_codes_and_match_the_source(fil_builds):
     green = samples.outputs[fil.OUTPUT][codes == 1, 0]
     others = samples.outputs[fil.OUTPUT][(codes == 0) | (codes == 2), 0]
     assert green.mean() - others.mean() > 1.0
+
+
+INTERCEPT_MODELS = {"xgb_intercepts": "predict_proba", "xgb_two_targets": "predict"}  # name -> the answer FIL gives
+
+
+def _source_rows(name: str) -> np.ndarray:
+    from sklearn.datasets import load_diabetes, load_iris
+
+    rows = load_iris().data[UNBALANCED] if name == "xgb_intercepts" else load_diabetes().data
+    return rows.astype(np.float32)
+
+
+def _assert_answers_like_xgboost(artifact: Path, name: str, source) -> None:
+    """The FIL stand-in and Treelite's predictor (what FIL compiles from) on the artifact, against the source."""
+    rows = _source_rows(name)
+    method = INTERCEPT_MODELS[name]
+    expected = fil.as_fil_output(getattr(source, method)(rows), len(rows), method == "predict_proba")
+    np.testing.assert_allclose(fil.Forest(artifact)(rows), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fil.treelite_predictor(artifact)({fil.INPUT: rows})[fil.OUTPUT], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", INTERCEPT_MODELS)
+def test_xgboost_3_intercepts_fold_into_trees_before_26_01(fil_builds, forest_models, name):
+    import joblib
+
+    source = joblib.load(forest_models / f"{name}.joblib")
+    assert len(set(intercepts_of(json.loads(source.get_booster().save_raw("json"))))) > 1  # the case under test
+    for release in ("24.10", "25.09"):
+        assert parse_release(release).rules.fil_intercepts == "folded"
+        artifact = fil_builds[release][0] / name / "1" / "xgboost.json"
+        assert len(intercepts_of(json.loads(artifact.read_text()))) == 1  # a scalar, which Treelite 4.4 reads
+        _assert_answers_like_xgboost(artifact, name, source)
+
+
+@pytest.mark.parametrize("name", INTERCEPT_MODELS)
+def test_xgboost_3_intercepts_stay_native_from_26_01(tmp_path, forest_models, name):
+    import joblib
+
+    from tritonforge.converters.adapters.xgboost import XGBoostAdapter
+    from tritonforge.converters.probe import FileProbe
+
+    rules = parse_release("26.01").rules
+    assert rules.fil_intercepts == "native"
+    adapter = XGBoostAdapter()
+    model = adapter.load(FileProbe(forest_models / f"{name}.joblib", True), None)
+    artifact = tmp_path / "xgboost.json"
+    adapter.convert(model, None, "fil", artifact, rules=rules)
+    saved = intercepts_of(json.loads(artifact.read_text()))
+    assert saved == intercepts_of(json.loads(model.booster.save_raw("json"))) and len(set(saved)) > 1
+    _assert_answers_like_xgboost(artifact, name, joblib.load(forest_models / f"{name}.joblib"))
+
+
+def test_a_dart_booster_folds_its_intercepts_through_its_tree_weights(tmp_path):
+    import xgboost as xgb
+    from sklearn.datasets import load_iris
+
+    rows, classes = load_iris(return_X_y=True)
+    booster = xgb.train({"booster": "dart", "objective": "multi:softprob", "num_class": 3, "nthread": 1, "seed": 0,
+                         "rate_drop": 0.5, "one_drop": 1}, xgb.DMatrix(rows[UNBALANCED], classes[UNBALANCED]), 4)
+    saved = json.loads(booster.save_raw("json"))
+    assert len(set(intercepts_of(saved))) > 1 and set(saved["learner"]["gradient_booster"]["weight_drop"]) != {1.0}
+    artifact = tmp_path / "xgboost.json"
+    artifact.write_text(json.dumps(for_fil(saved)))
+    expected = booster.predict(xgb.DMatrix(rows))
+    np.testing.assert_allclose(fil.Forest(artifact)(rows), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fil.treelite_predictor(artifact)({fil.INPUT: rows.astype(np.float32)})[fil.OUTPUT], expected,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_vector_leaf_trees_with_intercepts_per_target_are_refused_before_26_01():
+    import xgboost as xgb
+    from sklearn.datasets import load_diabetes
+
+    rows, target = load_diabetes(return_X_y=True)
+    booster = xgb.train({"multi_strategy": "multi_output_tree", "tree_method": "hist", "nthread": 1},
+                        xgb.DMatrix(rows, np.stack([target, target / 10 + 5], axis=1)), 2)
+    with pytest.raises(BuildError, match="vector-leaf trees") as refused:
+        for_fil(json.loads(booster.save_raw("json")))
+    assert "\n" not in str(refused.value)
+
+
+CLASS_INDEX = fil.FilFormat().for_settings(fil.FilSettings("class_index"))
+CLASS_INDEX_MODELS = ("xgb_binary", "xgb_intercepts", "lgb_multi", "lgb_classifier_wrapper")
+
+FIL_SETTINGS = [  # (a sidecar's fil: group, the output it asks for)
+    (None, "probabilities"),
+    ({}, "probabilities"),
+    ({"output": "probabilities"}, "probabilities"),
+    ({"output": "class_index"}, "class_index"),
+]
+FIL_SETTINGS_REFUSED = [  # (a sidecar's fil: group, the one line it gets)
+    ("class_index", "m.yaml: 'fil' must be a mapping such as {output: class_index}, got 'class_index'"),
+    ({"output": "labels"}, "m.yaml: 'fil.output' must be one of probabilities, class_index, got 'labels'"),
+    ({"threshold": 0.3}, "m.yaml: 'fil' has unknown key 'threshold' (allowed: output)"),
+]
+
+
+@pytest.mark.parametrize("raw, output", FIL_SETTINGS)
+def test_fil_settings_parse(raw, output):
+    assert fil.parse_fil_settings("m.yaml", raw) == fil.FilSettings(output)
+
+
+@pytest.mark.parametrize("raw, message", FIL_SETTINGS_REFUSED)
+def test_bad_fil_settings_are_refused_in_one_line(raw, message):
+    with pytest.raises(BuildError) as refused:
+        fil.parse_fil_settings("m.yaml", raw)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("release", RELEASE_KEYS)
+def test_class_index_output_is_predict_proba_false_under_the_release_classifier_key(fil_builds, release):
+    repo, _ = fil_builds[release]
+    rules, classifier_key = parse_release(release).rules, RELEASE_KEYS[release][0]
+    for name in CLASS_INDEX_MODELS:
+        artifact = repo / name / "1" / FOREST_MODELS[name][1]
+        assert CLASS_INDEX.config_parameters(artifact, rules) == {
+            "model_type": fil.MODEL_TYPES[artifact.name], classifier_key: "true", "predict_proba": "false"}
+        assert CLASS_INDEX.read_signature(artifact, None).outputs[0].shape == (-1, 1)
+    regressor = repo / "xgb_regression" / "1" / "xgboost.json"  # a regressor answers its value either way
+    assert CLASS_INDEX.config_parameters(regressor, rules) == fil.FilFormat().config_parameters(regressor, rules)
+    assert CLASS_INDEX.read_signature(regressor, None) == fil.FilFormat().read_signature(regressor, None)
+
+
+def _class_rows(name: str) -> dict[str, np.ndarray]:
+    """Rows of the data the classifier learned, so the answers reach every class."""
+    from sklearn.datasets import load_breast_cancer, load_iris
+
+    rows = load_breast_cancer().data if name == "xgb_binary" else load_iris().data
+    return {fil.INPUT: rows.astype(np.float32)}
+
+
+@pytest.mark.parametrize("name", CLASS_INDEX_MODELS)
+def test_class_index_output_is_verified_as_the_likeliest_class_of_the_source(fil_builds, forest_models, name):
+    from tritonforge.converters import REGISTRY
+    from tritonforge.converters.probe import FileProbe
+
+    artifact, rows = fil_builds["24.10"][0] / name / "1" / FOREST_MODELS[name][1], _class_rows(name)
+    [source] = forest_models.glob(f"{name}.*")
+    probe = FileProbe(source, True)
+    adapter = REGISTRY.detect(probe)
+    model = adapter.load(probe, None)
+    probabilities = adapter.reference(model, rows, fil.FilFormat().read_signature(artifact, None))[fil.OUTPUT]
+    indices = probabilities.argmax(axis=1).astype(np.float32).reshape(-1, 1)
+    assert set(indices.ravel()) == set(range(FOREST_MODELS[name][2]))  # the rows reach every class
+    np.testing.assert_array_equal(adapter.reference(model, rows, CLASS_INDEX.read_signature(artifact, None))[fil.OUTPUT],
+                                  indices)
+    np.testing.assert_array_equal(CLASS_INDEX.runner(artifact)(rows)[fil.OUTPUT], indices)
+    [(checker, cross)] = CLASS_INDEX.cross_checks(artifact)
+    np.testing.assert_array_equal(cross(rows)[fil.OUTPUT], indices)
+
+
+@pytest.mark.slow
+def test_served_class_index_entries_answer_the_likeliest_class(fil_builds, tmp_path):
+    """The configs CLASS_INDEX writes (predict_proba false, one output column) load in serve-repo's FIL
+    stand-in, which answers the class index of every sample row."""
+    import shutil
+
+    import tritonclient.http as http
+
+    from tritonforge.serving.server import serve
+
+    repo = tmp_path / "repo"
+    for name in CLASS_INDEX_MODELS:
+        built = fil_builds["24.10"][0] / name
+        shutil.copytree(built, repo / name)
+        parameters = CLASS_INDEX.config_parameters(built / "1" / FOREST_MODELS[name][1], parse_release("24.10").rules)
+        for path in [repo / name / "config.pbtxt", *(repo / name / "configs").glob("*.pbtxt")]:  # and per-host variants
+            config = configs.read(path)
+            for key, value in parameters.items():
+                config.parameters[key].string_value = value
+            config.output[0].dims[:] = [1]
+            config.output[0].label_filename = ""  # the classification extension needs a score per class
+            configs.write(path, config)
+    with serve(repo, control_mode="explicit", load_models=("*",)) as server:
+        client = http.InferenceServerClient(server.http_url.removeprefix("http://"))
+        for name in CLASS_INDEX_MODELS:
+            rows = _class_rows(name)[fil.INPUT][::10]  # within max_batch_size (64)
+            tensor = http.InferInput(fil.INPUT, list(rows.shape), "FP32")
+            tensor.set_data_from_numpy(rows)
+            answer = client.infer(name, [tensor]).as_numpy(fil.OUTPUT)
+            probabilities = fil.FilFormat().runner(repo / name / "1" / FOREST_MODELS[name][1])({fil.INPUT: rows})[fil.OUTPUT]
+            assert answer.shape == (len(rows), 1) and len(set(answer.ravel())) == FOREST_MODELS[name][2]
+            np.testing.assert_array_equal(answer, probabilities.argmax(axis=1).reshape(-1, 1).astype(np.float32))
 
 
 def test_classifier_labels_ride_on_the_probabilities(fil_builds):

@@ -104,7 +104,7 @@ class LightGBMAdapter(AdapterBase):
         rows = np.asarray(next(iter(inputs.values())), dtype=np.float64)
         predicted = np.asarray(model.booster.predict(rows, num_threads=1))
         if fil.is_fil(signature):
-            return {fil.OUTPUT: fil.as_fil_output(predicted, len(rows), model.classifier)}
+            return {fil.OUTPUT: fil.as_fil_output(predicted, len(rows), model.classifier, signature)}
         names = [spec.name for spec in signature.outputs]
         if len(names) == 2:  # classifier: label and probabilities
             scores = fil.as_fil_output(predicted, len(rows), True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,19 +55,76 @@ def recorded_categories(model_json: dict) -> dict[int, list]:
     return found
 
 
-def for_fil(model_json: dict) -> dict:
-    """The model in the JSON dialect the Treelite inside FIL reads (checked with Treelite 4.3, the
-    oldest FIL release targeted; XGBoost 3.2 still loads it): no recorded categories, so it takes
-    category codes as FIL does, and a scalar ``base_score`` where XGBoost 3.1+ writes a vector."""
-    model = model_json["learner"]["gradient_booster"]["model"]
+# XGBoost's ProbToMargin per objective (the space base_score is saved in), as Treelite applies it too;
+# every other objective, multi:softprob's included, saves its intercepts as margins.
+LOGIT_OBJECTIVES = ("binary:logistic", "reg:logistic", "binary:logitraw")
+LOG_OBJECTIVES = ("count:poisson", "reg:gamma", "reg:tweedie", "survival:cox", "survival:aft")
+
+
+def _link(objective: str):
+    """The objective's ProbToMargin, and the base_score it maps to a margin of zero."""
+    if objective in LOGIT_OBJECTIVES:
+        return (lambda p: math.log(p / (1 - p))), 0.5
+    if objective in LOG_OBJECTIVES:
+        return math.log, 1.0
+    return (lambda p: p), 0.0
+
+
+def _trees_of(model_json: dict) -> dict:
+    """The trees' object: a gbtree's model, or the gbtree inside a dart booster."""
+    booster = model_json["learner"]["gradient_booster"]
+    return booster["model"] if "model" in booster else booster["gbtree"]["model"]
+
+
+def intercepts_of(model_json: dict) -> list[float]:
+    """``base_score`` as saved: one value, or (XGBoost 3.1+) one per class or target."""
+    return [float(v) for v in str(model_json["learner"]["learner_model_param"]["base_score"]).strip("[]").split(",")]
+
+
+def for_fil(model_json: dict, intercepts: str = "folded") -> dict:
+    """The model in the JSON dialect the Treelite inside FIL reads: no recorded categories, so it
+    takes category codes as FIL does, and XGBoost 3.1+'s vector ``base_score`` either kept
+    (``intercepts="native"``: Treelite 4.6+, FIL from 26.01) or folded into the trees for the
+    Treelite before it, which reads a scalar (checked with Treelite 4.3; XGBoost 3.2 loads both)."""
+    model = _trees_of(model_json)
     model.pop("cats", None)
     params = model_json["learner"]["learner_model_param"]
-    scores = {float(v) for v in str(params["base_score"]).strip("[]").split(",")}
-    if len(scores) > 1:
-        raise BuildError("format fil: the booster has one intercept per class or target (XGBoost 3.1+), which the "
-                         "Treelite inside FIL cannot read; build it as onnx")
-    params["base_score"] = repr(scores.pop())
+    scores = intercepts_of(model_json)
+    if len(set(scores)) == 1:
+        params["base_score"] = repr(scores[0])
+    elif intercepts != "native":
+        fold_intercepts(model_json, scores)
     return model_json
+
+
+def fold_intercepts(model_json: dict, scores: list[float]) -> None:
+    """Each class's (or target's) intercept, as a margin, added to every leaf of the first tree of
+    that class, and ``base_score`` set to the value whose margin is zero: every margin, and so every
+    probability, is unchanged, and a reader of a scalar ``base_score`` reads the model right."""
+    learner = model_json["learner"]
+    booster = learner["gradient_booster"]
+    model = _trees_of(model_json)
+    trees, owner = model["trees"], [int(k) for k in model["tree_info"]]
+    weights = booster.get("weight_drop") or [1.0] * len(trees)  # dart scales each tree's leaves by its weight
+    if any(int(t["tree_param"].get("size_leaf_vector", "1")) > 1 for t in trees):
+        raise BuildError("format fil: vector-leaf trees (multi_strategy=multi_output_tree) with one intercept per "
+                         "target; their intercepts do not fold into one tree per target: pass --triton-version 26.01 "
+                         "or newer, or train with multi_strategy=one_output_per_tree")
+    link, neutral = _link(learner["objective"]["name"])
+    for output, score in enumerate(scores):
+        if output not in owner:
+            raise BuildError(f"format fil: output {output} of the booster has no tree to carry its intercept")
+        first = owner.index(output)
+        tree = trees[first]
+        if not weights[first]:
+            raise BuildError(f"format fil: the dart booster's first tree of output {output} has weight 0 and cannot "
+                             "carry its intercept: pass --triton-version 26.01 or newer, or build it as onnx")
+        margin = link(score) / float(weights[first])
+        values = tree["split_conditions"]
+        for node, left in enumerate(tree["left_children"]):
+            if left == -1:  # a leaf: its split condition holds the leaf value
+                values[node] = float(values[node]) + margin
+    learner["learner_model_param"]["base_score"] = repr(neutral)
 
 
 class XGBoostAdapter(AdapterBase):
@@ -110,19 +168,19 @@ class XGBoostAdapter(AdapterBase):
             categories=categories,
         )
 
-    def convert(self, model: XGBoostSource, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
+    def convert(self, model: XGBoostSource, sidecar: Sidecar, fmt: str, dest: Path, rules=None) -> Signature | None:
+        """``rules``: the target release's ReleaseRules; without them FIL gets intercepts folded into
+        trees, which every release reads."""
         if fmt == "fil":
-            return self._write_fil(model, dest)
+            return self._write_fil(model, dest, getattr(rules, "fil_intercepts", "folded"))
         return self._convert_onnx(model, sidecar, dest)
 
-    def _write_fil(self, model: XGBoostSource, dest: Path) -> None:
+    def _write_fil(self, model: XGBoostSource, dest: Path, intercepts: str = "folded") -> None:
         if model.objective == "multi:softmax":
             raise BuildError("format fil: a multi:softmax booster answers class indices, FIL probabilities; "
                              "retrain with multi:softprob (the same trees) or build it as onnx")
-        if model.num_target > 1:
-            raise BuildError(f"format fil: a {model.num_target}-target booster; FIL serves one target")
         # JSON, which every FIL release reads (UBJSON only from 24.x on); categories travel as codes.
-        dest.write_text(json.dumps(for_fil(json.loads(model.booster.save_raw("json")))))
+        dest.write_text(json.dumps(for_fil(json.loads(model.booster.save_raw("json")), intercepts)))
         return None
 
     def _convert_onnx(self, model: XGBoostSource, sidecar: Sidecar, dest: Path) -> Signature | None:
@@ -155,7 +213,7 @@ class XGBoostAdapter(AdapterBase):
         rows = next(iter(inputs.values()))
         predicted = model.booster.predict(_dmatrix(model, rows))
         if fil.is_fil(signature):
-            return {fil.OUTPUT: fil.as_fil_output(predicted, len(rows), model.objective in CLASSIFIER_OBJECTIVES)}
+            return {fil.OUTPUT: fil.as_fil_output(predicted, len(rows), model.objective in CLASSIFIER_OBJECTIVES, signature)}
         names = [spec.name for spec in signature.outputs]
         if len(names) == 2:  # classifier: label and probabilities
             if predicted.ndim == 1:  # binary objectives give P(class 1)

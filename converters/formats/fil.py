@@ -4,7 +4,8 @@ FIL loads XGBoost JSON, LightGBM text and Treelite checkpoints directly: nothing
 so the artifact is the framework's own file under the name FIL looks for. FIL's tensors are
 always ``input__0`` (FP32, one row of features, NaN for missing) and ``output__0`` (FP32): a
 classifier's probabilities, one column per class (two for a binary model, as FIL's
-``predict_proba`` gives them), or a regressor's value.
+``predict_proba`` gives them), or with the ``fil: {output: class_index}`` setting the index of the
+likeliest class (one column, FIL's ``predict_proba: false``); or a regressor's value per target.
 
 What this module runs on the CPU for a FIL artifact is the model's own library (XGBoost,
 LightGBM, or Treelite for checkpoints), one call per batch: serve-repo's stand-in for FIL. Its
@@ -30,6 +31,37 @@ BACKEND = "fil"
 FILES = {"xgboost_json": "xgboost.json", "lightgbm": "model.txt", "treelite_checkpoint": "checkpoint.tl"}
 MODEL_TYPES = {filename: model_type for model_type, filename in FILES.items()}
 F32 = np.dtype(np.float32)
+OUTPUTS = ("probabilities", "class_index")  # what a classifier's output__0 holds
+
+
+@dataclass(frozen=True)
+class FilSettings:
+    """The FIL entry's own settings (a sidecar's ``fil:`` group)::
+
+        fil:
+          output: class_index   # probabilities (default) | class_index
+    """
+
+    output: str = "probabilities"
+
+    @property
+    def class_index(self) -> bool:
+        return self.output == "class_index"
+
+
+def parse_fil_settings(where: str, raw) -> FilSettings:
+    """A sidecar's ``fil:`` group as :class:`FilSettings`; ``where`` names the sidecar in a refusal."""
+    if raw is None:
+        return FilSettings()
+    if not isinstance(raw, dict):
+        raise BuildError(f"{where}: 'fil' must be a mapping such as {{output: class_index}}, got {raw!r}")
+    unknown = sorted(str(k) for k in raw if k != "output")
+    if unknown:
+        raise BuildError(f"{where}: 'fil' has unknown key {unknown[0]!r} (allowed: output)")
+    output = raw.get("output", "probabilities")
+    if output not in OUTPUTS:
+        raise BuildError(f"{where}: 'fil.output' must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    return FilSettings(output)
 
 
 @dataclass(frozen=True)
@@ -48,6 +80,10 @@ class ForestFacts:
     @property
     def width(self) -> int:
         return self.classes if self.classifier else self.num_target
+
+    def output_width(self, settings: FilSettings) -> int:
+        """Columns of output__0: one class index per row, or the probabilities, or the targets."""
+        return 1 if self.classifier and settings.class_index else self.width
 
 
 def model_type_of(path: Path) -> str:
@@ -91,9 +127,9 @@ def facts_of(path: Path, model_type: str | None = None) -> ForestFacts:
     return ForestFacts(model_type, int(header["num_feature"]), classes, num_target)
 
 
-def signature_of(facts: ForestFacts) -> Signature:
+def signature_of(facts: ForestFacts, settings: FilSettings = FilSettings()) -> Signature:
     return Signature((TensorSpec(INPUT, F32, (DYNAMIC, facts.num_feature)),),
-                     (TensorSpec(OUTPUT, F32, (DYNAMIC, facts.width)),))
+                     (TensorSpec(OUTPUT, F32, (DYNAMIC, facts.output_width(settings))),))
 
 
 def is_fil(signature: Signature) -> bool:
@@ -101,27 +137,38 @@ def is_fil(signature: Signature) -> bool:
     return [t.name for t in signature.inputs] == [INPUT] and [t.name for t in signature.outputs] == [OUTPUT]
 
 
-def as_fil_output(predicted: np.ndarray, rows: int, classifier: bool) -> np.ndarray:
+def as_fil_output(predicted: np.ndarray, rows: int, classifier: bool, signature: Signature | None = None) -> np.ndarray:
     """A framework's prediction as FIL's ``output__0``: a binary model's P(class 1) becomes two
-    columns, a regressor's values one column per target."""
+    columns, a regressor's values one column per target; for a classifier whose ``signature`` has
+    one output column, the likeliest class's index (FIL's ``predict_proba: false``)."""
     predicted = np.asarray(predicted, dtype=np.float64).reshape(rows, -1)
     if classifier and predicted.shape[1] == 1:
         predicted = np.concatenate([1 - predicted, predicted], axis=1)
+    if classifier and signature is not None and signature.outputs[0].shape[-1] == 1:
+        return class_indices(predicted)
     return predicted.astype(np.float32)
+
+
+def class_indices(probabilities: np.ndarray) -> np.ndarray:
+    """FIL's class output: the index of the likeliest class as FP32, one column (the first on a tie,
+    so a binary model answers 1 only above 0.5, FIL's default threshold)."""
+    return np.asarray(probabilities).argmax(axis=1).astype(np.float32).reshape(-1, 1)
 
 
 class Forest:
     """A FIL artifact run on the CPU by its own library: one call per batch."""
 
-    def __init__(self, path: Path, model_type: str | None = None) -> None:
+    def __init__(self, path: Path, model_type: str | None = None, class_index: bool = False) -> None:
         self.path = Path(path)
         self.model_type = model_type or model_type_of(self.path)
         self.facts = facts_of(self.path, self.model_type)
+        self.class_index = class_index and self.facts.classifier
         self._predict = _OWN_LIBRARY[self.model_type](self.path)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
-        return as_fil_output(self._predict(rows), len(rows), self.facts.classifier)
+        answer = as_fil_output(self._predict(rows), len(rows), self.facts.classifier)
+        return class_indices(answer) if self.class_index else answer
 
 
 def _xgboost(path: Path):
@@ -156,7 +203,7 @@ def _treelite(path: Path):
 _OWN_LIBRARY = {"xgboost_json": _xgboost, "lightgbm": _lightgbm, "treelite_checkpoint": _treelite}
 
 
-def treelite_predictor(path: Path):
+def treelite_predictor(path: Path, settings: FilSettings = FilSettings()):
     """Treelite's GTIL on the artifact: what FIL compiles from, independent of XGBoost and LightGBM."""
     import treelite
 
@@ -166,16 +213,18 @@ def treelite_predictor(path: Path):
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = np.ascontiguousarray(inputs[INPUT], dtype=np.float32)
-        return {OUTPUT: as_fil_output(treelite.gtil.predict(model, rows, nthread=1), len(rows), classifier)}
+        answer = as_fil_output(treelite.gtil.predict(model, rows, nthread=1), len(rows), classifier)
+        return {OUTPUT: class_indices(answer) if classifier and settings.class_index else answer}
 
     return run
 
 
-def parameters(facts: ForestFacts, classifier_key: str) -> dict[str, str]:
-    """The FIL parameters every host reads: the file's type and what the output holds."""
+def parameters(facts: ForestFacts, classifier_key: str, settings: FilSettings = FilSettings()) -> dict[str, str]:
+    """The FIL parameters every host reads: the file's type and what the output holds
+    (``classifier_key``: the release's name of the classifier switch, ReleaseRules.fil_classifier_key)."""
     found = {"model_type": facts.model_type, classifier_key: "true" if facts.classifier else "false"}
     if facts.classifier:
-        found["predict_proba"] = "true"
+        found["predict_proba"] = "false" if settings.class_index else "true"
     return found
 
 
@@ -186,6 +235,13 @@ class FilFormat(FormatDefaults):
     filename = ""  # per model type: artifact_name()
     prefers_gpu = True  # FIL's point is the GPU; KIND_AUTO still falls back to the CPU
 
+    def __init__(self, settings: FilSettings = FilSettings()) -> None:
+        self.settings = settings
+
+    def for_settings(self, settings: FilSettings | None) -> "FilFormat":
+        """This format for one entry's ``fil:`` settings (the registered instance keeps the defaults)."""
+        return FilFormat(settings or FilSettings())
+
     def artifact_name(self, adapter) -> str:
         model_type = getattr(adapter, "fil_model_type", None)
         if model_type is None:
@@ -193,16 +249,16 @@ class FilFormat(FormatDefaults):
         return FILES[model_type]
 
     def read_signature(self, path: Path, declared: Signature | None) -> Signature:
-        return signature_of(facts_of(path))
+        return signature_of(facts_of(path), self.settings)
 
     def runner(self, path: Path):
-        forest = Forest(path)
+        forest = Forest(path, class_index=self.settings.class_index)
         return lambda inputs: {OUTPUT: forest(inputs[INPUT])}
 
     def config_parameters(self, path: Path, rules) -> dict[str, str]:
-        return parameters(facts_of(path), rules.fil_classifier_key)
+        return parameters(facts_of(path), rules.fil_classifier_key, self.settings)
 
     def cross_checks(self, path: Path):
         if model_type_of(path) == "treelite_checkpoint":
             return ()  # the runner is Treelite already, independent of scikit-learn
-        return (("treelite", treelite_predictor(path)),)
+        return (("treelite", treelite_predictor(path, self.settings)),)

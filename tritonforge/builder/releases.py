@@ -27,6 +27,9 @@ class ReleaseRules:
     fil_classifier_key: str  # the FIL backend's classifier/regressor switch
     fil_gpu_parameters: tuple[tuple[str, str], ...]  # FIL's GPU-only settings, written in configs/gpu.pbtxt
     source: str  # the documentation this row follows
+    # How an XGBoost 3.1+ booster's per-class/per-target intercepts reach FIL: "folded" into one tree
+    # of each class (Treelite before 4.6 reads a scalar base_score only) or "native" (the vector as saved).
+    fil_intercepts: str = "folded"
 
 
 _BASE_TRT_KEYS = ("precision_mode", "max_workspace_size_bytes", "trt_engine_cache_enable", "trt_engine_cache_path")
@@ -36,8 +39,12 @@ _FIL_LEGACY_GPU = (("algo", "ALGO_AUTO"), ("storage_type", "AUTO"), ("threads_pe
 # 25.09's FIL (cuML's new forest inference) reads "layout" (depth_first, breadth_first, layered_children_together:
 # libcuml fil/tree_layout.hpp) and "chunk_size"; the old keys are gone. chunk_size is left to FIL, which picks it.
 _FIL_NEW_GPU = (("layout", "depth_first"),)
+# Treelite learned XGBoost 3.1's vector base_score in its 4.6 line (dmlc/treelite PR#638, "Support XGBoost 3.1");
+# fil_backend ships Treelite 4.4.1 up to 25.12 and 4.6.1 from 26.01 (fil_backend git history, DESIGN.md round 3).
+_FIL_INTERCEPTS_SOURCE = ("XGBoost 3.1+ intercepts: folded into trees up to 25.12 (Treelite 4.4.1 reads a scalar base_score), "
+                          "native from 26.01 (Treelite 4.6.1; dmlc/treelite PR#638)")
 _FIL_LEGACY_SOURCE = ("fil_backend docs/model_config.md (06d9fb7ae89aa17be5f7e0867e1537950d01974f): output_class, predict_proba, "
-                      "algo/storage_type/threads_per_tree GPU only")
+                      "algo/storage_type/threads_per_tree GPU only; " + _FIL_INTERCEPTS_SOURCE)
 
 RULES = (
     ReleaseRules(
@@ -62,7 +69,13 @@ RULES = (
         fil_classifier_key="is_classifier", fil_gpu_parameters=_FIL_NEW_GPU,
         source=("fil_backend docs/model_config.md as published for 25.09 (docs.nvidia.com user-guide fil_backend "
                 "model_config.html): is_classifier replaces output_class; algo, storage_type and threads_per_tree are gone, "
-                "layout and chunk_size are new; the ONNX Runtime rules are 25.03's"),
+                "layout and chunk_size are new; the ONNX Runtime rules are 25.03's; " + _FIL_INTERCEPTS_SOURCE),
+    ),
+    ReleaseRules(
+        since=(26, 1), tensorflow=False, ort_tensorrt_keys=_BASE_TRT_KEYS, ort_openvino=False, ort_cuda_graphs=True,
+        fil_classifier_key="is_classifier", fil_gpu_parameters=_FIL_NEW_GPU, fil_intercepts="native",
+        source=("25.09's rules (fil_backend docs/model_config.md as published for 25.09; onnxruntime_backend README.md as "
+                "for 25.03); " + _FIL_INTERCEPTS_SOURCE),
     ),
 )
 

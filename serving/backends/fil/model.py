@@ -3,9 +3,9 @@
 Serves ``<model>/<version>/<file of its model_type>`` (or ``default_model_filename``) with the
 model's own library (XGBoost, LightGBM; Treelite for checkpoints), one call per batch, after the
 load-time checks FIL makes: a known ``model_type``, one FP32 input ``input__0`` with the forest's
-feature count, one FP32 output ``output__0`` as wide as ``predict_proba`` makes it, and the
-classifier switch of the release the config was written for (``output_class`` until 25.03,
-``is_classifier`` from 25.09). GPU-only settings are named once in Triton's log and ignored.
+feature count, one FP32 output ``output__0`` as wide as ``predict_proba`` makes it (false: the
+class index, one column), and the classifier switch of the release the config was written for
+(``output_class`` until 25.03, ``is_classifier`` from 25.09). GPU-only settings are named once in Triton's log and ignored.
 """
 from tritonforge.converters.formats import fil
 from tritonforge.repository.dtypes import config_type
@@ -24,7 +24,8 @@ def _flag(margs: ModelArgs, key: str) -> bool | None:
     return value.lower() == "true"
 
 
-def _check(margs: ModelArgs, facts) -> None:
+def _check(margs: ModelArgs, facts) -> fil.FilSettings:
+    """FIL's load-time checks; the settings the config asks for (predict_proba false: class indices)."""
     name = margs.name
     inputs, outputs = margs.inputs(), margs.outputs()
     if [io["name"] for io in inputs] != [fil.INPUT] or [io["name"] for io in outputs] != [fil.OUTPUT]:
@@ -46,13 +47,13 @@ def _check(margs: ModelArgs, facts) -> None:
         what = "a classifier" if facts.classifier else "a regressor"
         raise ConfigRefused(f"model '{name}': the forest is {what} but the config's {' / '.join(CLASSIFIER_KEYS)} says "
                             f"{'true' if classifier else 'false'}")
-    if facts.classifier and not proba:
-        raise ConfigRefused(f"model '{name}': serve-repo's FIL stand-in answers probabilities only; set predict_proba "
-                            "to \"true\" (class indices come from the classification extension)")
-    width = [int(d) for d in outputs[0].get("dims", [])]
-    if width != [facts.width]:
-        raise ConfigRefused(f"model '{name}': output '{fil.OUTPUT}' has dims {width}; the forest gives {facts.width} "
-                            f"value(s) per row")
+    settings = fil.FilSettings("class_index" if facts.classifier and not proba else "probabilities")
+    width, expected = [int(d) for d in outputs[0].get("dims", [])], facts.output_width(settings)
+    if width != [expected]:
+        what = "a class index" if settings.class_index else f"{expected} value(s)"
+        raise ConfigRefused(f"model '{name}': output '{fil.OUTPUT}' has dims {width}; the forest gives {what} per row"
+                            + (" (predict_proba is false)" if settings.class_index else ""))
+    return settings
 
 
 class TritonPythonModel:
@@ -64,7 +65,7 @@ class TritonPythonModel:
                 raise ConfigRefused(f"model '{margs.name}': FIL parameter model_type is {model_type!r}; "
                                     f"serve-repo reads {', '.join(fil.FILES)}")
             forest = fil.Forest(margs.artifact(fil.FILES[model_type]), model_type)
-            _check(margs, forest.facts)
+            forest.class_index = _check(margs, forest.facts).class_index
         except Exception as exc:
             raise refuse(exc) from None
         ignored = [key for key in GPU_ONLY if margs.parameter(key) is not None]
