@@ -51,10 +51,7 @@ class TorchAdapter(AdapterBase):
 
         name = probe.path.name
         if probe.has_member("/archive_format"):
-            try:
-                program = torch.export.load(str(probe.path))
-            except Exception as exc:
-                raise BuildError(f"{name}: torch.export cannot load it ({one_line(exc)})") from None
+            program = _load_program(probe)
             specs = _exported_inputs(program)
             if sidecar.inputs:
                 specs = _with_overrides(name, specs, sidecar)
@@ -142,6 +139,48 @@ class TorchAdapter(AdapterBase):
         with torch.no_grad():
             result = model.module(*ordered)
         return by_position(signature, [r.detach().numpy() for r in _flat_outputs(result)])
+
+
+def _load_program(probe: FileProbe):
+    """``torch.export.load``; a program whose outputs are transformers' ``ModelOutput`` types (a
+    model exported as-is) loads once those types are registered, which importing their modules does."""
+    import torch
+
+    try:
+        return torch.export.load(str(probe.path))
+    except Exception as exc:
+        first = exc
+    modules = _transformers_modules(probe)
+    if modules:
+        try:
+            import importlib
+
+            import transformers  # noqa: F401
+            for module in modules:
+                importlib.import_module(module)
+        except ImportError:
+            raise BuildError(f"{probe.path.name}: was exported from a transformers model and answers its output types; "
+                             "loading it needs the 'transformers' package (pip install 'tritonforge[text]')") from None
+        try:
+            return torch.export.load(str(probe.path))
+        except Exception as exc:
+            first = exc
+    raise BuildError(f"{probe.path.name}: torch.export cannot load it ({one_line(first)})") from None
+
+
+def _transformers_modules(probe: FileProbe) -> list[str]:
+    """Modules of the transformers classes a .pt2 archive names (bounded read of its JSON members)."""
+    import re
+    import zipfile
+
+    found: set[str] = set()
+    with zipfile.ZipFile(probe.path) as archive:
+        for info in archive.infolist():
+            if info.filename.endswith("/model.json") or "/models/" in info.filename and info.filename.endswith(".json"):
+                with archive.open(info) as member:
+                    text = member.read(64 << 20).decode("utf-8", "replace")
+                found |= {m.rsplit(".", 1)[0] for m in re.findall(r"transformers\.[A-Za-z_][\w.]*\.[A-Z]\w*", text)}
+    return sorted(found)
 
 
 def _flat_outputs(result) -> list:
