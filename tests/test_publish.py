@@ -215,3 +215,20 @@ def test_without_credentials_the_script_says_how_to_give_them(s3_server, s3_url,
     assert done.returncode == 2
     assert done.stderr == (f"publish-repo: {s3_url}: no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                            f"or AWS_PROFILE); none are taken on the command line\n")
+
+
+def test_a_large_file_reports_its_progress_every_tenth():
+    import io
+
+    from tritonforge.fleet.progress import LARGE, Progress
+
+    out = io.StringIO()
+    progress = Progress(files=2, total_bytes=LARGE * 2 + 10, stream=out)
+    assert progress.start("lin/1/labels.txt", 10) is None  # small: one line, no byte callback
+    callback = progress.start("lin/2/model.onnx", LARGE * 2)
+    for _ in range(8):
+        callback(LARGE // 4)  # boto3 reports each part as it is sent
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["[1/2] lin/1/labels.txt 10 B", "[2/2] lin/2/model.onnx 16.0 MB"]
+    assert [line.split(": ")[1].split("%")[0] for line in lines[2:]] == ["10", "20", "30", "50", "60", "70", "80", "100"]
+    assert lines[-1] == "    lin/2/model.onnx: 100% (16.0 MB of 16.0 MB in all)"
