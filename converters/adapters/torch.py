@@ -174,12 +174,15 @@ def _transformers_modules(probe: FileProbe) -> list[str]:
     import zipfile
 
     found: set[str] = set()
-    with zipfile.ZipFile(probe.path) as archive:
-        for info in archive.infolist():
-            if info.filename.endswith("/model.json") or "/models/" in info.filename and info.filename.endswith(".json"):
-                with archive.open(info) as member:
-                    text = member.read(64 << 20).decode("utf-8", "replace")
-                found |= {m.rsplit(".", 1)[0] for m in re.findall(r"transformers\.[A-Za-z_][\w.]*\.[A-Z]\w*", text)}
+    try:
+        with zipfile.ZipFile(probe.path) as archive:
+            for info in archive.infolist():
+                if "/models/" in info.filename and info.filename.endswith(".json"):
+                    with archive.open(info) as member:
+                        text = member.read(64 << 20).decode("utf-8", "replace")
+                    found |= {m.rsplit(".", 1)[0] for m in re.findall(r"transformers\.[A-Za-z_][\w.]*\.[A-Z]\w*", text)}
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError):
+        return []  # a damaged archive: torch.export's own refusal says more
     return sorted(found)
 
 
