@@ -2,8 +2,10 @@
 
 Order matters only for detection: the ONNX and Keras checks are cheap and certain; pickle-based
 files are tried last, after every adapter that recognises a file by its bytes; LightGBM's
-scikit-learn wrappers are estimators too, so LightGBM comes before scikit-learn.
+scikit-learn wrappers are estimators too, so LightGBM comes before scikit-learn. CatBoost's ``.cbm``
+opens with its own magic bytes, checked before XGBoost's looser look for a "learner" object.
 """
+from .catboost import CatBoostAdapter
 from .huggingface import HuggingFaceAdapter
 from .keras import KerasAdapter
 from .lightgbm import LightGBMAdapter
@@ -12,4 +14,5 @@ from .sklearn import SklearnAdapter
 from .torch import TorchAdapter
 from .xgboost import XGBoostAdapter
 
-ADAPTERS = (OnnxAdapter(), HuggingFaceAdapter(), KerasAdapter(), TorchAdapter(), XGBoostAdapter(), LightGBMAdapter(), SklearnAdapter())
+ADAPTERS = (OnnxAdapter(), HuggingFaceAdapter(), KerasAdapter(), TorchAdapter(), CatBoostAdapter(), XGBoostAdapter(),
+            LightGBMAdapter(), SklearnAdapter())
