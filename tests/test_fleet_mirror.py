@@ -233,3 +233,57 @@ def test_serve_repo_refuses_a_bucket_with_nothing_published_in_one_line(s3_url):
     done = subprocess.run([str(Path(sys.executable).parent / "serve-repo"), s3_url], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (1, f"serve-repo: {s3_url}: nothing published there (no .tritonforge-publish.json); "
                                                  f"publish a repository with publish-repo first\n")
+
+
+def test_a_sync_folder_holding_something_else_is_never_written_into(s3_server, s3_url, repo, lin_repos, tmp_path):
+    publish_repository(repo, s3_url)
+    someone_elses = tmp_path / "their_repository"
+    shutil.copytree(lin_repos.v1, someone_elses)
+    before = files_of(someone_elses)
+    with pytest.raises(FleetError, match=r"their_repository: holds files not synced from s3://[^;]+; give serve-repo an empty or new --sync-dir"):
+        BucketMirror(s3_url, someone_elses).sync()
+    assert files_of(someone_elses) == before
+
+    BucketMirror(s3_url, tmp_path / "mirror").sync()
+    other = f"s3://{s3_server.bucket()}/repo"
+    with pytest.raises(FleetError, match=rf"mirror: mirrors {s3_url}, not {other}; give another --sync-dir$"):
+        BucketMirror(other, tmp_path / "mirror").sync()
+
+
+def test_a_publish_cut_short_is_never_taken_half_and_the_next_one_completes_it(s3_server, s3_url, lin_repos, tmp_path, capsys):
+    publish_repository(lin_repos.v1, s3_url)
+    mirror = BucketMirror(s3_url, tmp_path / "mirror")
+    mirror.sync()
+
+    class Cut(Exception):
+        pass
+
+    def cut_after_the_first_file(action, rel):
+        if action == "put":
+            raise Cut(rel)
+
+    with pytest.raises(Cut, match="lin/2/"):
+        publish_repository(lin_repos.v2, s3_url, on_step=cut_after_the_first_file)
+    mirror.sync()
+    assert half_taken(tmp_path / "mirror", lin_repos.v2) == [] and versions(tmp_path / "mirror" / "lin") == [1]
+    # The bucket's configs are still pinned: a change through a copy of them is refused, not published.
+    assert repo_versions([s3_url, "lin", "--serve", "1"]) == 2
+    assert capsys.readouterr().err == (f"repo-versions: {s3_url}: a publish is under way or was cut short (lin configs do not "
+                                       f"match the index); let it finish, or publish again, then retry; nothing changed\n")
+
+    report = publish_repository(lin_repos.v2, s3_url)  # the stray object is this tool's: replaced, not refused
+    assert {"lin/2/model.onnx", "lin/2/samples.npz", "lin/config.pbtxt"} <= set(report.uploaded)
+    mirror.sync()
+    assert files_of(tmp_path / "mirror") == files_of(lin_repos.v2)
+    assert in_bucket(s3_server, s3_url) == files_of(lin_repos.v2)  # the pinned configs were restored too
+    assert not publish_repository(lin_repos.v2, s3_url).changed
+
+
+def in_bucket(s3_server, url: str) -> dict[str, bytes]:
+    from tritonforge.fleet import BucketUrl
+
+    where = BucketUrl.parse(url)
+    client = s3_server.client()
+    listed = client.list_objects_v2(Bucket=where.bucket, Prefix=where.prefix + "/").get("Contents", [])
+    return {where.rel(o["Key"]): client.get_object(Bucket=where.bucket, Key=o["Key"])["Body"].read()
+            for o in listed if not where.rel(o["Key"]).startswith(".")}

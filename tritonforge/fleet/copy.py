@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import FleetError
 from .location import BucketUrl
 from .mirror import BucketMirror
 from .publish import PublishReport, publish_repository
@@ -31,6 +32,9 @@ def bucket_copy(url: str | BucketUrl, *, endpoint_url: str | None = None):
     store = Store(url, endpoint_url)
     with tempfile.TemporaryDirectory(prefix="tritonforge-bucket-") as scratch:
         copy = BucketCopy(Path(scratch) / "model_repository")
-        BucketMirror(url, copy.local, store=store, with_versions=False).sync()
+        report = BucketMirror(url, copy.local, store=store, with_versions=False).sync()
+        if report.waiting:  # a copy without those files would publish their removal
+            raise FleetError(f"{url}: a publish is under way or was cut short ({', '.join(report.waiting)} do not match "
+                             f"the index); let it finish, or publish again, then retry; nothing changed")
         yield copy
         copy.report = publish_repository(copy.local, url, store=store, versions_as_published=True)

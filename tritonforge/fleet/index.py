@@ -18,10 +18,13 @@ class Index:
     files: dict[str, str] = field(default_factory=dict)  # rel -> sha256
     publishes: int = 0
     published_at: str | None = None
+    # Configs a publish pinned in the bucket and has not restored yet (it was cut short): the next
+    # publish restores them even though their listed hash equals the repository's.
+    pinned: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         return (json.dumps({"tool": TOOL, "publishes": self.publishes, "published_at": self.published_at,
-                            "files": dict(sorted(self.files.items()))}, indent=1) + "\n").encode()
+                            "pinned": sorted(self.pinned), "files": dict(sorted(self.files.items()))}, indent=1) + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> "Index":
@@ -31,7 +34,7 @@ class Index:
             raise FleetError(f"{where}/{INDEX_FILE}: is not valid JSON ({exc}); it was not written by publish-repo") from None
         if not isinstance(raw, dict) or raw.get("tool") != TOOL or not isinstance(raw.get("files"), dict):
             raise FleetError(f"{where}/{INDEX_FILE}: was not written by publish-repo; refusing to touch {where}")
-        return cls(dict(raw["files"]), int(raw.get("publishes", 0)), raw.get("published_at"))
+        return cls(dict(raw["files"]), int(raw.get("publishes", 0)), raw.get("published_at"), list(raw.get("pinned", [])))
 
     def stamp(self) -> None:
         self.publishes += 1

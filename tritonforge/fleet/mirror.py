@@ -57,16 +57,26 @@ class BucketMirror:
 
     # ---- state -----------------------------------------------------------------------
     def _state(self) -> dict[str, str]:
+        """What this folder holds, as synced; a folder with files but no state of this bucket is
+        someone else's (a repository, another bucket's mirror) and is never written into."""
         path = self.local / STATE_FILE
+        if not path.is_file():
+            if self.local.is_dir() and any(self.local.iterdir()):
+                raise FleetError(f"{self.local}: holds files not synced from {self.url}; give serve-repo an empty "
+                                 f"or new --sync-dir (a folder it may change and delete in)")
+            return {}
         try:
-            return json.loads(path.read_text()) if path.is_file() else {}
+            state = json.loads(path.read_text())
         except (json.JSONDecodeError, OSError):
-            return {}  # taken again from the bucket, verified by hash
+            state = {"source": str(self.url), "files": {}}  # taken again from the bucket, verified by hash
+        if state.get("source") != str(self.url):
+            raise FleetError(f"{self.local}: mirrors {state.get('source')}, not {self.url}; give another --sync-dir")
+        return dict(state.get("files", {}))
 
     def _save(self, state: dict[str, str]) -> None:
         path = self.local / STATE_FILE
         temporary = path.with_name(f"{STATE_FILE}.tmp")
-        temporary.write_text(json.dumps(state, indent=1, sort_keys=True))
+        temporary.write_text(json.dumps({"source": str(self.url), "files": state}, indent=1, sort_keys=True))
         os.replace(temporary, path)
 
     def published(self) -> dict[str, str]:
@@ -77,9 +87,9 @@ class BucketMirror:
 
     # ---- one round ---------------------------------------------------------------------
     def sync(self) -> SyncReport:
+        state = self._state()
         remote = self.published()
         self.local.mkdir(parents=True, exist_ok=True)
-        state = self._state()
         changed: list[str] = []
         waiting: list[str] = []
         for model in sorted(models_of(remote)):
@@ -214,8 +224,9 @@ class Follower:
                 if report.changed or report.waiting:
                     log.info("mirror %s: %s", self.mirror.url, report.line())
             except Exception as exc:  # keep following: the next round may reach the bucket
+                if str(exc) != self.last_error:  # said once, not every round while it lasts
+                    log.warning("mirror %s: %s", self.mirror.url, exc)
                 self.last_error = str(exc)
-                log.warning("mirror %s: %s", self.mirror.url, exc)
 
     def stop(self) -> None:
         self._stop.set()

@@ -171,11 +171,13 @@ class _Publish:
         for rel in rels:
             self.on_step("delete", rel)
 
-    def pin(self, model: str, new_versions: set[int], remote: dict) -> None:
+    def pin(self, model: str, new_versions: set[int], remote: dict, index: Index) -> None:
         """Configs in the bucket whose policy would load a version of ``new_versions`` as soon as its
-        folder appears are rewritten to serve exactly what they serve now, until the files are up."""
+        folder appears are rewritten to serve exactly what they serve now, until the files are up.
+        The index names them first, so that a publish cut short is completed by the next one."""
         before_versions = sorted(versions_of(remote, model))
         after_versions = sorted(set(before_versions) | new_versions)
+        pins = {}
         for rel in sorted((r for r in remote if part_of(r).kind == "config" and part_of(r).model == model), key=config_order):
             data = self.store.read(rel)
             if data is None:
@@ -187,10 +189,14 @@ class _Publish:
             policy = version_policy(config)
             served = policy.served(before_versions)
             if served and policy.served(after_versions) != served:
-                pinned = with_version_policy(config, VersionPolicy("specific", versions=tuple(served)))
-                self.store.put_bytes(rel, config_file.render(pinned).encode())
-                self.pinned.append(rel)
-                self.on_step("pin", rel)
+                pins[rel] = with_version_policy(config, VersionPolicy("specific", versions=tuple(served)))
+        if pins:
+            index.pinned = sorted(set(index.pinned) | set(pins))
+            self.put_index(index)
+        for rel, pinned in pins.items():
+            self.store.put_bytes(rel, config_file.render(pinned).encode())
+            self.pinned.append(rel)
+            self.on_step("pin", rel)
 
     # ---- the publish -------------------------------------------------------------------
     def run(self) -> PublishReport:
@@ -209,7 +215,7 @@ class _Publish:
         new_versions = sorted(rel for rel in local if kind(rel) == "version" and rel not in remote
                               and part_of(rel).version in kept[part_of(rel).model])
         model_files = sorted(rel for rel in local if kind(rel) in ("model", "other") and local[rel] != remote.get(rel))
-        configs = {rel for rel in local if kind(rel) == "config" and local[rel] != remote.get(rel)}
+        configs = {rel for rel in local if kind(rel) == "config" and (local[rel] != remote.get(rel) or rel in index.pinned)}
         manifest = [MANIFEST_FILE] if local.get(MANIFEST_FILE) != remote.get(MANIFEST_FILE) else []
         gone_models = models_of(remote) - models_of(local)
         gone_configs = sorted(rel for rel in remote if kind(rel) == "config" and rel not in local)
@@ -224,7 +230,7 @@ class _Publish:
         if first:
             self.put_index(index)  # the marker goes first: the prefix is ours from now on
         for model in sorted({part_of(rel).model for rel in new_versions}):
-            self.pin(model, {part_of(rel).version for rel in new_versions if part_of(rel).model == model}, remote)
+            self.pin(model, {part_of(rel).version for rel in new_versions if part_of(rel).model == model}, remote, index)
         # Ensembles last: a reader loads an ensemble's steps and models before it.
         ensembles = {m for m in models_of(local) if self._is_ensemble(m)}
         ordered = sorted(configs | {rel for rel in self.pinned if rel in local},
@@ -235,6 +241,7 @@ class _Publish:
         self.progress.total_bytes = sum(files[rel].stat().st_size for rel in uploads)
         self.upload(new_versions, local, files, index)
         self.upload(model_files, local, files, index)
+        index.pinned = [rel for rel in index.pinned if rel not in ordered]  # written with the configs' index
         self.upload(ordered, local, files, index)
         self.remove([rel for rel in gone_configs if part_of(rel).model in gone_models], index)
         self.remove([*retired, *gone, *(r for r in gone_configs if part_of(r).model not in gone_models)], index)
