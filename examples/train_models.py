@@ -504,8 +504,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, nargs="?", default=Path("models"))
     parser.add_argument("--inputs", type=Path, default=None, help="also write the held-out input files here")
+    parser.add_argument("--text", type=Path, default=None, metavar="FOLDER",
+                        help="also train the text example (needs tritonforge[text]) into this models folder: examples/train_text.py")
     args = parser.parse_args(argv)
     train_examples(args.out, report=print)
+    if args.text:
+        from train_text import train_text_example, write_text_inputs
+
+        args.text.mkdir(parents=True, exist_ok=True)
+        print(f"review_text: {train_text_example(args.text)}")
+        if args.inputs:
+            print(f"wrote {write_text_inputs(args.inputs)}")
     if args.inputs:
         for path in write_inputs(args.inputs):
             print(f"wrote {path}")

@@ -198,6 +198,9 @@ def _import_transformers(name: str):
         import transformers
     except ImportError:
         raise BuildError(f"{name}: is a HuggingFace model folder; reading it needs the 'transformers' package ({INSTALL_HINT})") from None
+    # The build prints one line per model: no progress bars or advice from transformers' loaders.
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
