@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,6 +84,11 @@ class LoadSummary:
         return asdict(self)
 
 
+def load_seconds(options: LoadOptions) -> int:
+    """How long Locust runs: it takes whole seconds (``-t 6s``); the summary and the printed line say this."""
+    return max(1, int(round(options.duration)))
+
+
 def locust_command(options: LoadOptions) -> list[str]:
     if options.protocol not in USER_CLASSES:
         raise ValueError(f"unknown protocol '{options.protocol}' (choose {' or '.join(USER_CLASSES)})")
@@ -96,7 +100,7 @@ def locust_command(options: LoadOptions) -> list[str]:
         "--headless",
         "-u", str(options.users),
         "-r", str(options.spawn_rate or options.users),
-        "-t", f"{max(1, int(round(options.duration)))}s",
+        "-t", f"{load_seconds(options)}s",
         "--host", options.host or DEFAULT_HOSTS[options.protocol],
         "--csv", str(out / "locust"),
         "--html", str(out / "report.html"),
@@ -150,7 +154,7 @@ def read_summary(options: LoadOptions) -> LoadSummary:
         model=options.model,
         protocol=options.protocol,
         users=options.users,
-        duration_s=options.duration,
+        duration_s=float(load_seconds(options)),
         requests=int(total["Request Count"]),
         failures=int(total["Failure Count"]),
         requests_per_s=_float(total, "Requests/s"),
@@ -186,9 +190,9 @@ def run_load(options: LoadOptions) -> LoadSummary:
         process = subprocess.Popen(locust_command(options), stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            process.wait(timeout=options.duration + GRACE_SECONDS)
+            process.wait(timeout=load_seconds(options) + GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            raise LoadError(f"Locust ran past {options.duration + GRACE_SECONDS:.0f}s and was stopped; "
+            raise LoadError(f"Locust ran past {load_seconds(options) + GRACE_SECONDS} s and was stopped; "
                             f"see {log}") from None
         finally:
             # Also on Ctrl-C or any error here: Locust runs in its own session, so nothing else
@@ -201,6 +205,14 @@ def run_load(options: LoadOptions) -> LoadSummary:
     summary = read_summary(options)
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     return summary
+
+
+def summary_line(summary: LoadSummary) -> str:
+    """The one line triton-load prints: the duration is the summary's (the load itself, not
+    Locust's start-up and shutdown around it)."""
+    return (f"{summary.model} over {summary.protocol}, {summary.users} users, {summary.duration_s:g} s of load: "
+            f"{summary.requests} requests, {summary.failures} failures, {summary.requests_per_s:.1f} req/s, "
+            f"p50 {summary.p50_ms:.0f} ms, p95 {summary.p95_ms:.0f} ms, p99 {summary.p99_ms:.0f} ms")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -225,16 +237,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     options = LoadOptions(**{k: v for k, v in vars(args).items()})
-    started = time.monotonic()
     try:
         summary = run_load(options)
     except (LoadError, OSError, ValueError) as exc:
         print(f"triton-load: {exc}", file=sys.stderr)
         return 2
-    print(f"{summary.model} over {summary.protocol}, {summary.users} users, "
-          f"{time.monotonic() - started:.0f}s: {summary.requests} requests, {summary.failures} failures, "
-          f"{summary.requests_per_s:.1f} req/s, p50 {summary.p50_ms:.0f} ms, p95 {summary.p95_ms:.0f} ms, "
-          f"p99 {summary.p99_ms:.0f} ms")
+    print(summary_line(summary))
     for failure in summary.failure_messages:
         print(f"  {failure['occurrences']}x {failure['name']}: {failure['error']}")
     for exception in summary.exceptions:

@@ -28,8 +28,9 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
 
 
 def _url(server, protocol: str) -> list[str]:
+    """Answers over ``protocol``; the other protocol's address given too, so the cost is measured over both."""
     if protocol == "http":
-        return ["--url", server.http_url]
+        return ["--url", server.http_url, "--grpc-load-url", server.grpc_url]
     return ["--url", server.grpc_url, "-i", "grpc", "--load-url", server.http_url]
 
 
@@ -48,14 +49,17 @@ def test_the_two_cancer_models_compared_give_quality_agreement_and_cost(served_e
         assert model["kind"] == "classifier" and model["classes"] == ["malignant", "benign"]
         assert 0.9 < model["quality"]["accuracy"] <= 1.0
         assert 0 < model["quality"]["log_loss"] and 0.9 < model["quality"]["auc"] <= 1.0
-        assert model["cost"]["requests"] > 0 and 0 <= model["cost"]["client_cpu_share"] <= 1
+        assert sorted(model["costs"]) == ["grpc", "http"]
+        for cost in model["costs"].values():
+            assert cost["requests"] > 0 and cost["errors"] == 0 and 0 <= cost["client_cpu_share"] <= 1
+    assert doc["cost_settings"]["generators"] == {"http": "wrk", "grpc": "h2load"}
     (agreed,) = doc["agreement"]
     assert agreed["candidate"] == "cancer_keras" and 0.9 < agreed["same_label"] < 1.0
     assert 0 < agreed["mean_diff"] <= agreed["max_diff"] <= 1
     assert agreed["worst"] and agreed["worst"][0]["target"] in ("malignant", "benign")
     assert doc["verdict"] == {"judged": False, "passed": True, "candidates": [
         {"candidate": "cancer_keras", "passed": True, "reasons": []}]}
-    for heading in ("accuracy", "log-loss", "AUC", "same answer", "req/s", "p99 ms", "wrk CPU",
+    for heading in ("accuracy", "log-loss", "AUC", "same answer", "req/s", "p99 ms", "gen CPU", "wrk over HTTP", "h2load over gRPC",
                     "rows where cancer_keras differs most from cancer_xgb", "verdict: not judged"):
         assert heading in out
     assert "cancer_keras: 113/113 rows answered" in err  # progress while it runs
@@ -113,6 +117,47 @@ def test_a_candidate_slower_than_the_speedup_asked_for_fails(served_examples, ca
     code, out, _ = _run(capsys, "cancer_xgb", "cancer_xgb", "--data", CANCER_ROWS, "--target", "diagnosis", "--url", server.http_url,
                         "--duration", "1", "--concurrency", "2", "--min-speedup", "1000")
     assert code == 1 and "verdict: FAIL: cancer_xgb FAILS (speedup " in out and "x < 1000x)" in out
+
+
+@pytest.mark.slow
+def test_the_cost_is_measured_over_the_protocol_asked(served_examples, capsys, tmp_path):
+    server, _ = served_examples
+    report = tmp_path / "compare.json"
+    code, out, err = _run(capsys, "cancer_xgb", "cancer_keras", "--data", CANCER_ROWS, "--target", "diagnosis",
+                          "--url", server.http_url, "--grpc-load-url", server.grpc_url, "--cost-protocol", "grpc", "--duration", "1",
+                          "--concurrency", "2", "--min-speedup", "0.001", "--json", report)
+    assert code == 0, err
+    doc = json.loads(report.read_text())
+    assert doc["cost_settings"]["protocols"] == ["grpc"] and all(list(m["costs"]) == ["grpc"] for m in doc["models"])
+    assert "h2load over gRPC" in out and "wrk over HTTP" not in out
+
+
+@pytest.mark.slow
+def test_versions_are_measured_over_http_only_and_the_report_says_why(served_examples, capsys, tmp_path):
+    server, _ = served_examples
+    report = tmp_path / "compare.json"
+    code, _, err = _run(capsys, "cancer_xgb:1", "cancer_keras:1", "--data", CANCER_ROWS, "--target", "diagnosis",
+                        "--url", server.http_url,
+                        "--grpc-load-url", server.grpc_url, "--duration", "1", "--concurrency", "2", "--json", report)
+    assert code == 0, err
+    assert all(list(m["costs"]) == ["http"] for m in json.loads(report.read_text())["models"])
+    assert "cost over grpc not measured: cancer_xgb:1, cancer_keras:1 name a version" in err
+
+
+@pytest.mark.parametrize("argv, http, grpc", [
+    ([], "127.0.0.1:8000", "127.0.0.1:8001"),                                    # local defaults, both
+    (["-i", "grpc"], "127.0.0.1:8000", "127.0.0.1:8001"),
+    (["--url", "h:9000"], "h:9000", None),                                        # a remote gRPC port is not guessed
+    (["--url", "h:9001", "-i", "grpc"], None, "h:9001"),
+    (["--url", "h:9000", "--grpc-load-url", "h:9001"], "h:9000", "h:9001"),
+    (["--url", "h:9001", "-i", "grpc", "--load-url", "h:9000"], "h:9000", "h:9001"),
+])
+def test_each_protocol_s_cost_address_comes_from_what_was_given(argv, http, grpc):
+    from tritonforge.comparing.cli import _load_urls, parser
+
+    args = parser().parse_args(["a", "b", "--data", "rows.csv", *argv])
+    url = args.url or {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}[args.protocol]
+    assert _load_urls(args, url) == {"http": http, "grpc": grpc}
 
 
 @pytest.mark.parametrize("data", ["churn_rows.json", "churn_rows.csv"])
@@ -267,7 +312,8 @@ def test_the_console_script_serves_a_repository_and_writes_both_reports(built_ex
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "verdict: PASS: cancer_keras passes" in done.stdout
     doc = json.loads(json_path.read_text())
-    assert doc["protocol"] == "grpc" and all(m["cost"]["requests"] > 0 for m in doc["models"])
+    assert doc["protocol"] == "grpc" and all(c["requests"] > 0 for m in doc["models"] for c in m["costs"].values())
+    assert all(sorted(m["costs"]) == ["grpc", "http"] for m in doc["models"])  # both, by default
     page = html_path.read_text()
     assert page.count("data:image/png;base64,") == 2 and "verdict: PASS" in page
     assert sorted(p.name for p in json_path.parent.iterdir()) == ["compare.html", "compare.json"]  # no staging left

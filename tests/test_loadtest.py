@@ -14,7 +14,7 @@ import pytest
 
 import fixtures_build
 from fixtures_clients import ensembles_in
-from tritonforge.loadtests.run import LoadOptions, read_summary, run_load
+from tritonforge.loadtests.run import LoadOptions, locust_command, read_summary, run_load, summary_line
 
 PROTOCOLS = ("http", "grpc")
 SECONDS = 6
@@ -96,4 +96,21 @@ def test_unknown_model_makes_the_command_fail_with_the_servers_message(served_ex
                           capture_output=True, text=True, timeout=90)
     assert done.returncode == 1
     assert "Request for unknown model: 'no_such_model' is not found" in done.stdout
+    assert "1 users, 2 s of load:" in done.stdout  # the printed duration is the summary's
     assert (tmp_path / "report" / "summary.json").is_file()
+
+
+STATS_HEADER = "Type,Name,Request Count,Failure Count,Requests/s,50%,95%,99%,Average Response Time,Max Response Time"
+
+
+@pytest.mark.parametrize("duration, seconds", [(6, 6), (2.4, 2), (0.2, 1)])
+def test_the_printed_duration_is_the_summary_s_and_the_one_locust_ran(tmp_path, duration, seconds):
+    """Locust runs whole seconds: the summary says what it ran, and the printed line says the same
+    (not the wall time around it, start-up included: once "10s" for a 6 s run)."""
+    options = LoadOptions(model="iris_xgb", duration=duration, out=tmp_path)
+    command = locust_command(options)
+    assert command[command.index("-t") + 1] == f"{seconds}s"
+    (tmp_path / "locust_stats.csv").write_text(STATS_HEADER + "\n,Aggregated,120,0,20.0,4,9,12,5.1,30\n")
+    summary = read_summary(options)
+    assert summary.duration_s == seconds
+    assert summary_line(summary).startswith(f"iris_xgb over http, 8 users, {seconds} s of load: 120 requests, 0 failures")

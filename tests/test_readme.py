@@ -1,24 +1,59 @@
-"""Every command of the README's runnable blocks works as written, against the served examples.
+"""Every command of the README's runnable blocks works as written, against the served examples,
+run as a reader runs it: in a fresh shell (no virtual environment on the PATH, a bare
+environment) that first runs the README's own set-up lines, the block marked
+``<!-- shell-setup ... -->`` near the top (``. .venv/bin/activate``).
 
 A block is runnable when the line before its fence says ``<!-- runnable ... -->``; synopses and
 YAML are not. The commands' default addresses (127.0.0.1:8000 / :8001) become the test server's."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"<!-- runnable[^>]*-->\n```(\w+)\n(.*?)```", README, flags=re.S)
-COMMANDS = [line.split("  #")[0].strip() for lang, body in BLOCKS if lang == "bash"
-            for line in body.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _lines(body: str) -> list[str]:
+    return [line.split("  #")[0].strip() for line in body.splitlines() if line.strip() and not line.startswith("#")]
+
+
+COMMANDS = [line for lang, body in BLOCKS if lang == "bash" for line in _lines(body)]
 PYTHON = [body for lang, body in BLOCKS if lang == "python"]
+SETUP_BLOCK = re.search(r"<!-- shell-setup[^>]*-->\n```bash\n(.*?)```", README, flags=re.S)
+SETUP = _lines(SETUP_BLOCK.group(1)) if SETUP_BLOCK else []
+# A new login's PATH, nothing of this session's: no .venv/bin, no VIRTUAL_ENV.
+FRESH_ENV = {"HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8", "TERM": "dumb",
+             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             **({"TMPDIR": os.environ["TMPDIR"]} if "TMPDIR" in os.environ else {})}
+
+
+def in_fresh_shell(script: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """Run ``script`` after the README's set-up lines in a new bash, no profile, from the checkout."""
+    return subprocess.run(["/bin/bash", "--noprofile", "--norc", "-c", "\n".join(["set -e", *SETUP, script])],
+                          cwd=ROOT, env={**FRESH_ENV, **env}, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_readme_says_first_how_its_commands_are_reached():
+    assert SETUP_BLOCK and SETUP == [". .venv/bin/activate"]
+    assert README.index("<!-- shell-setup") < README.index("\n## ")  # before the first section
+    top = README[:README.index("\n## ")]
+    assert re.search(r"about \d+ min", top.split("scripts/demo.sh")[1].split("\n")[0])  # how long the demo takes
+    assert re.search(r"about \d+ min", top.split("scripts/test.sh")[1].split("\n")[0])  # and the tests
+
+
+def test_a_fresh_shell_has_no_command_until_the_readme_s_set_up_lines_run():
+    bare = subprocess.run(["/bin/bash", "--noprofile", "--norc", "-c", "command -v triton-infer"], cwd=ROOT, env=FRESH_ENV,
+                          capture_output=True, text=True, timeout=30)
+    assert bare.returncode != 0  # so the tests below reach the commands only as the README says
+    done = in_fresh_shell("command -v build-repo serve-repo triton-infer tune-repo compare-models", timeout=30)
+    assert done.returncode == 0 and len(done.stdout.split()) == 5, done.stderr
 
 
 def test_the_readme_marks_its_runnable_blocks():
@@ -41,7 +76,7 @@ def _addressed(argv: list[str], server, repo: Path, tmp_path: Path) -> list[str]
         argv += ["--host", server.grpc_url if grpc else f"http://{server.http_url}"]
         if "--out" not in argv:
             argv += ["--out", str(tmp_path / "report")]
-    return [str(BIN / argv[0])] + argv[1:]
+    return argv
 
 
 @pytest.mark.slow
@@ -49,7 +84,7 @@ def _addressed(argv: list[str], server, repo: Path, tmp_path: Path) -> list[str]
 def test_readme_command_runs_as_written(served_examples, tmp_path, command):
     server, repo = served_examples
     argv = _addressed(shlex.split(command), server, repo, tmp_path)
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    done = in_fresh_shell(shlex.join(argv), timeout=180)
     assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     assert "Traceback" not in done.stderr
 
@@ -58,6 +93,6 @@ def test_readme_command_runs_as_written(served_examples, tmp_path, command):
 def test_readme_python_runs_as_written(served_examples, index):
     server, _ = served_examples
     code = PYTHON[index].replace("127.0.0.1:8000", server.http_url).replace("127.0.0.1:8001", server.grpc_url)
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = in_fresh_shell('python -c "$README_CODE"', timeout=120, README_CODE=code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "label='setosa'" in done.stdout and "[0 1 2]" in done.stdout

@@ -5,7 +5,8 @@
 - :mod:`.answers`: one model's answers read from what the server says it is (labels and class
   scores, or predictions); :class:`Entry` is ``name`` or ``name:version``.
 - :mod:`.metrics`: accuracy / log-loss / AUC or MAE / RMSE against the target, and agreement.
-- :mod:`.cost`: throughput and p50/p99 at one concurrency with the native generator (wrk).
+- :mod:`.cost`: throughput and p50/p99 at one concurrency with the native generators (wrk over HTTP,
+  h2load over gRPC).
 - :mod:`.compare`: :func:`compare_models`, the baseline and candidates judged against thresholds.
 - :mod:`.report`: terminal tables, JSON, HTML with plots; :mod:`.cli`: the console script.
 """

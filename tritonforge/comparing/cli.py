@@ -1,6 +1,6 @@
 """``compare-models A B [C ...] --data FILE``: the same rows to every model, side by side (thin CLI).
 
-    compare-models cancer_xgb cancer_keras --data rows.csv --target diagnosis            # 127.0.0.1:8000
+    compare-models cancer_xgb cancer_keras --data rows.csv --target diagnosis            # 127.0.0.1:8000 (and :8001)
     compare-models cancer_xgb cancer_keras --data rows.csv --repo model_repository -i grpc
     compare-models m:1 m:2 --data rows.csv --max-disagreement 0.01 --min-speedup 0.9 --json out.json
 
@@ -37,8 +37,12 @@ def parser() -> argparse.ArgumentParser:
                        help=f"a running server, host:port (default {DEFAULT_URLS['http']}, {DEFAULT_URLS['grpc']} for grpc)")
     where.add_argument("--repo", type=Path, default=None, help="serve this repository for the comparison (free ports, stopped after)")
     p.add_argument("--protocol", "-i", choices=PROTOCOLS, default="http", help="how the rows are sent (default http)")
+    p.add_argument("--cost-protocol", choices=("http", "grpc", "both"), default="both",
+                   help="what the cost is measured over: wrk over HTTP, h2load over gRPC, or both (default)")
     p.add_argument("--load-url", default=None, metavar="HOST:PORT",
-                   help="HTTP address wrk loads (default: --url over http, the served repository with --repo)")
+                   help="HTTP address wrk loads (default: --url over http, 127.0.0.1:8000 without --url, the served repository with --repo)")
+    p.add_argument("--grpc-load-url", default=None, metavar="HOST:PORT",
+                   help="gRPC address h2load loads (default: --url over grpc, 127.0.0.1:8001 without --url, the served repository with --repo)")
     p.add_argument("--concurrency", type=int, default=8, help=f"wrk connections, 1-{MAX_CONCURRENCY} (default 8)")
     p.add_argument("--duration", type=float, default=3.0, help=f"seconds of load per model, at most {MAX_SECONDS:g} (default 3)")
     p.add_argument("--rows-per-request", type=int, default=1, help="rows in each load request (default 1)")
@@ -104,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             if missing:
                 return fail(f"no model {', '.join(repr(m) for m in dict.fromkeys(missing))} in {args.repo}")
         options = CompareOptions(args.concurrency, args.duration, args.rows_per_request, not args.no_cost,
-                                 Thresholds(args.max_disagreement, args.min_speedup, args.max_quality_drop))
+                                 Thresholds(args.max_disagreement, args.min_speedup, args.max_quality_drop),
+                                 ("http", "grpc") if args.cost_protocol == "both" else (args.cost_protocol,))
         with read_data(args.data, args.target) as data:
             if args.repo is None:
                 url = args.url or DEFAULT_URLS[args.protocol]
-                load_url = args.load_url or (url if args.protocol == "http" else None)
-                result = _compare(url, args.protocol, entries, data, load_url, options, say)
+                result = _compare(url, args.protocol, entries, data, _load_urls(args, url), options, say)
             else:
                 from tritonforge.serving import ServeError, serve
 
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                     with serve(args.repo, control_mode="explicit", load_models=tuple(_members(args.repo, [e.name for e in entries])),
                                recovery=False, http_port=0, grpc_port=0, metrics_port=0) as server:
                         url = server.http_url if args.protocol == "http" else server.grpc_url
-                        result = _compare(url, args.protocol, entries, data, args.load_url or server.http_url, options, say)
+                        load_urls = {"http": args.load_url or server.http_url, "grpc": args.grpc_load_url or server.grpc_url}
+                        result = _compare(url, args.protocol, entries, data, load_urls, options, say)
                 except ServeError as exc:
                     return fail(str(exc).splitlines()[0])
     except (CompareError, DataError) as exc:
@@ -131,15 +136,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result.passed else 1
 
 
-def _compare(url, protocol, entries, data, load_url, options, say):
+def _load_urls(args, url: str) -> dict[str, str | None]:
+    """Where each protocol's cost is measured: the address given, else --url over its own protocol,
+    else the local default when no --url was given (a remote server's other port is never guessed)."""
+    given = {"http": args.load_url, "grpc": args.grpc_load_url}
+    return {p: given[p] or (url if p == args.protocol else (DEFAULT_URLS[p] if args.url is None else None))
+            for p in ("http", "grpc")}
+
+
+def _compare(url, protocol, entries, data, load_urls, options, say):
     try:
         with TritonClient(url, protocol) as client:
             if not client.is_ready():
                 raise CompareError(f"no ready Triton server at {url} ({protocol}): start serve-repo, or give --url or --repo")
-            if options.measure_cost and not load_url:
-                say("cost not measured: give --load-url HOST:PORT (the server's HTTP address) for wrk")
-            return compare_models(client, entries, data, where=f"{url} ({protocol})", http_url=load_url, options=options,
-                                  progress=say)
+            return compare_models(client, entries, data, where=f"{url} ({protocol})", http_url=load_urls["http"],
+                                  grpc_url=load_urls["grpc"], options=options, progress=say)
     except ServerError as exc:
         raise CompareError(f"{url} ({protocol}): {exc.message.splitlines()[0] if exc.message else exc}") from None
     except (ConnectionError, OSError) as exc:

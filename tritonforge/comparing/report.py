@@ -4,7 +4,7 @@
 
 The HTML page embeds two PNGs drawn with matplotlib: the histogram of per-row score differences
 (each candidate against the baseline) and each model's latency percentiles at the measured
-concurrency. Files are written beside their destination and renamed into place, so a reader
+concurrency, over each protocol measured. Files are written beside their destination and renamed into place, so a reader
 never sees half a report.
 """
 from __future__ import annotations
@@ -19,6 +19,10 @@ import tempfile
 from pathlib import Path
 
 from .compare import Comparison, quality_drop, speedup
+from .cost import GENERATORS
+
+GENERATOR_TEXT = {"http": "wrk over HTTP, one request per connection",
+                  "grpc": "h2load over gRPC, the calls multiplexed on one HTTP/2 connection"}
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -48,15 +52,17 @@ def text(result: Comparison) -> str:
         agreement = ("baseline", "-", "-") if a is None else (f"{100 * a.same_label:.1f}%", _figure(a.max_diff, ".4f"), _figure(a.mean_diff, ".4f"))
         rows.append((report.entry.label, report.answers.kind, *figures, *agreement))
     lines += ["quality and agreement (differences: " + ("class scores" if classifier else "predictions") + ")"] + _table(rows)
-    if any(r.cost for r in result.models):
-        rows = [("model", "req/s", "p50 ms", "p99 ms", "errors", "wrk CPU", "vs baseline")]
-        for report in result.models:
-            c = report.cost
-            ratio = speedup(base, report)
-            rows.append((report.entry.label, f"{c.requests_per_s:,.0f}", f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}", str(c.errors),
-                         f"{100 * c.client_cpu_share:.0f}%", "baseline" if report is base else f"{ratio:.2f}x"))
-        lines += ["", f"cost (wrk, HTTP binary tensors, {result.concurrency} connections, {result.duration_s:g} s each, "
-                      "one after the other; wrk CPU = the load generator's share of this machine)"] + _table(rows)
+    if result.cost_protocols:
+        rows = [("model", "protocol", "req/s", "p50 ms", "p99 ms", "errors", "gen CPU", "vs baseline")]
+        for protocol in result.cost_protocols:
+            for report in result.models:
+                c = report.costs[protocol]
+                ratio = speedup(base, report, protocol)
+                rows.append((report.entry.label, protocol, f"{c.requests_per_s:,.0f}", f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}",
+                             str(c.errors), f"{100 * c.client_cpu_share:.0f}%", "baseline" if report is base else f"{ratio:.2f}x"))
+        generators = ", ".join(GENERATOR_TEXT[p] for p in result.cost_protocols)
+        lines += ["", f"cost ({generators}; binary tensors, {result.concurrency} requests in flight, {result.duration_s:g} s "
+                      "each, one after the other; gen CPU = the load generator's share of this machine)"] + _table(rows)
     for a in result.agreements:
         if not a.worst:
             lines += ["", f"{a.candidate} answers every row as {base.entry.label} does"]
@@ -81,13 +87,16 @@ def as_dict(result: Comparison) -> dict:
     return {
         "data": {"source": result.source, "rows": result.rows, "target": result.target},
         "protocol": result.protocol, "url": result.url, "baseline": base.entry.label,
-        "cost_settings": {"generator": "wrk", "concurrency": result.concurrency, "duration_s": result.duration_s},
+        "cost_settings": {"protocols": list(result.cost_protocols), "generators": {p: GENERATORS[p] for p in result.cost_protocols},
+                          "concurrency": result.concurrency, "duration_s": result.duration_s},
         "models": [{
             "name": r.entry.name, "version": r.entry.version or None, "entry": r.entry.label, "signature": r.signature,
             "kind": r.answers.kind, "output": r.answers.output, "classes": list(r.answers.classes) or None,
             "quality": r.quality.as_dict() if r.quality else None,
-            "cost": r.cost.as_dict() if r.cost else None,
-            "speedup": speedup(base, r), "quality_drop": quality_drop(base, r),
+            "cost": r.cost.as_dict() if r.cost else None,  # the first protocol's, as in "costs"
+            "costs": {p: c.as_dict() for p, c in r.costs.items()},
+            "speedup": speedup(base, r), "speedups": {p: speedup(base, r, p) for p in r.costs},
+            "quality_drop": quality_drop(base, r),
         } for r in result.models],
         "agreement": [_finite(a.as_dict()) for a in result.agreements],
         "verdict": {"judged": result.judged, "passed": result.passed,
@@ -149,13 +158,14 @@ def plots(result: Comparison) -> list[tuple[str, str]]:
     axes.legend()
     out.append(("Per-row difference from the baseline", _png(figure)))
     plt.close(figure)
-    if any(r.cost for r in result.models):
+    if result.cost_protocols:
         figure, axes = plt.subplots(figsize=(7, 3.5))
-        for r in result.models:
-            if r.cost:
-                axes.plot([50, 90, 99], [r.cost.p50_ms, r.cost.p90_ms, r.cost.p99_ms], marker="o",
-                          label=f"{r.entry.label}: {r.cost.requests_per_s:,.0f} req/s")
-        axes.set_xlabel(f"percentile (wrk, {result.concurrency} connections)")
+        for protocol in result.cost_protocols:
+            for r in result.models:
+                c = r.costs[protocol]
+                axes.plot([50, 90, 99], [c.p50_ms, c.p90_ms, c.p99_ms], marker="o", linestyle="-" if protocol == "http" else "--",
+                          label=f"{r.entry.label} over {protocol}: {c.requests_per_s:,.0f} req/s")
+        axes.set_xlabel(f"percentile ({result.concurrency} requests in flight)")
         axes.set_ylabel("latency (ms)")
         axes.set_xticks([50, 90, 99])
         axes.legend()
