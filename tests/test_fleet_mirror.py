@@ -287,3 +287,18 @@ def in_bucket(s3_server, url: str) -> dict[str, bytes]:
     listed = client.list_objects_v2(Bucket=where.bucket, Prefix=where.prefix + "/").get("Contents", [])
     return {where.rel(o["Key"]): client.get_object(Bucket=where.bucket, Key=o["Key"])["Body"].read()
             for o in listed if not where.rel(o["Key"]).startswith(".")}
+
+
+def test_a_file_that_does_not_match_the_index_waits_and_so_do_the_configs_that_need_it(s3_server, s3_url, repo, tmp_path):
+    """As a publish replacing objects looks to a reader: a version whose file is not the indexed one
+    is not taken, and a model with no version taken gets no config (the server would load nothing)."""
+    from tritonforge.fleet import BucketUrl
+
+    publish_repository(repo, s3_url)
+    where = BucketUrl.parse(s3_url)
+    for version in ("1", "2"):
+        s3_server.client().put_object(Bucket=where.bucket, Key=where.key(f"lin/{version}/model.onnx"), Body=b"half")
+    report = BucketMirror(s3_url, tmp_path / "mirror").sync()
+    assert {"lin/1", "lin/2", "lin configs"} <= set(report.waiting)
+    assert not (tmp_path / "mirror" / "lin" / "config.pbtxt").exists() and versions(tmp_path / "mirror" / "lin") == []
+    assert not any(p.name.startswith(".staging") for p in (tmp_path / "mirror").iterdir())  # staging cleaned up

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tritonforge.repository import config as config_file
 from tritonforge.repository.config import version_policy
-from tritonforge.repository.layout import CONFIG_FILE, MANIFEST_FILE
+from tritonforge.repository.layout import CONFIG_FILE, MANIFEST_FILE, versions
 
 from .errors import FleetError
 from .index import INDEX_FILE, Index
@@ -165,15 +165,17 @@ class BucketMirror:
                 temporary.unlink(missing_ok=True)
 
     def _versions_here(self, staged) -> bool:
-        """Configs wait until every version they name is in the folder (a promotion published while
-        its version still downloads would otherwise make the server load a version it lacks)."""
+        """Configs wait until every version they name is in the folder, and a new model's until it has
+        one (a promotion published while its version still downloads would otherwise make the
+        server load a version it lacks)."""
         for temporary, final in staged:
             try:
                 policy = version_policy(config_file.read(temporary))
             except config_file.ConfigError:
                 return False
             model_dir = final.parent if final.name == CONFIG_FILE else final.parent.parent
-            if any(not (model_dir / str(v)).is_dir() for v in policy.versions):
+            here = versions(model_dir)
+            if not here or any(v not in here for v in policy.versions):
                 log.info("mirror: %s waits for version(s) %s", final.relative_to(self.local), policy.versions)
                 return False
         return True
