@@ -259,6 +259,21 @@ def compare_classes(served: np.ndarray, expected: np.ndarray, labels: list[str],
     return ""
 
 
+def file_rows(repo: Path, models=None) -> list[CheckRow]:
+    """One row per entry the manifest records: its files against their recorded sha256, and
+    versions on disk the manifest does not know. Needs no server."""
+    from tritonforge.repository.integrity import repository_problems
+
+    from tritonforge.repository.manifest import Manifest
+
+    recorded = set(Manifest(repo).data["models"])  # a repository without a manifest has nothing to compare
+    rows = []
+    for name, problems in repository_problems(Path(repo), [m for m in models or sorted(recorded) if m in recorded]).items():
+        detail = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "") if problems else "every file as built"
+        rows.append(CheckRow(name, "-", "files", not problems, "-", detail))
+    return rows
+
+
 def check_repository(repo: Path, *, http_url: str, grpc_url: str, models=None, protocols=PROTOCOLS,
                      config_name: str | None = None) -> list[CheckRow]:
     """``config_name``: the ``--model-config-name`` the server runs with, so that each model is

@@ -32,6 +32,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-model", action="append", default=None, metavar="NAME",
                    help="model to load at start (repeatable; '*' for all in explicit mode)")
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    p.add_argument("--no-verify", action="store_true",
+                   help="serve entries whose files differ from the sha256 the manifest recorded (default: refuse to start)")
     p.add_argument("--log-file", type=Path, default=None, help="keep tritonserver's log here")
     p.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
     p.add_argument("--no-recovery", action="store_true",
@@ -71,6 +73,14 @@ def serve_main(argv=None) -> int:
 
 
 def _serve(args, stop: threading.Event, repo: Path) -> int:
+    if not args.no_verify:
+        refused = _tampered(repo)
+        if refused:
+            for line in refused:
+                print(f"serve-repo: refusing to serve {line}", file=sys.stderr)
+            print("serve-repo: the files differ from what build-repo recorded: rebuild, or pass --no-verify to serve them anyway",
+                  file=sys.stderr)
+            return 2
     server = Server(
         repo,
         address=args.address,
@@ -114,6 +124,14 @@ def _serve(args, stop: threading.Event, repo: Path) -> int:
         server.stop()
 
 
+def _tampered(repo: Path) -> list[str]:
+    """One line per entry whose files are not what build-repo recorded (a repository without a
+    manifest was not built by tritonforge and has nothing to compare)."""
+    from tritonforge.repository.integrity import repository_problems
+
+    return [f"'{name}': {problems[0]}" for name, problems in repository_problems(repo).items() if problems]
+
+
 def _check_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="check-repo",
@@ -129,17 +147,25 @@ def _check_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=float, default=300.0)
     p.add_argument("--model-config-name", default=None, metavar="NAME",
                    help="with --url: the --model-config-name that server runs with (compare configs/NAME.pbtxt)")
+    p.add_argument("--hashes-only", action="store_true",
+                   help="only compare every entry's files with the sha256 the manifest recorded (no server)")
     return p
 
 
 def check_main(argv=None) -> int:
-    from tritonforge.serving.check import PROTOCOLS, check_repository, format_table
+    from tritonforge.repository.layout import model_folders
+    from tritonforge.serving.check import PROTOCOLS, check_repository, file_rows, format_table
 
     args = _check_parser().parse_args(argv)
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     if not args.repo.is_dir():
         print(f"check-repo: {args.repo}: no such model repository", file=sys.stderr)
         return 2
+    files = file_rows(args.repo, args.model)
+    if args.hashes_only:
+        print(format_table(files))
+        print(summary(files))
+        return 0 if files and all(r.ok for r in files) else 1
     try:
         if args.url:
             grpc_url = args.grpc_url
@@ -149,10 +175,11 @@ def check_main(argv=None) -> int:
             rows = check_repository(args.repo, http_url=args.url, grpc_url=grpc_url,
                                     models=args.model, protocols=protocols, config_name=args.model_config_name)
         else:
-            with Server(args.repo, control_mode="none", load_models=tuple(args.model) if args.model else None,
-                        ready_timeout=args.ready_timeout) as server:
-                rows = check_repository(args.repo, http_url=server.http_url, grpc_url=server.grpc_url,
-                                        models=args.model, protocols=protocols, config_name=server.config_name)
+            with Server(args.repo, control_mode="explicit", load_models=(), ready_timeout=args.ready_timeout) as server:
+                loaded, refused = load_each(server, args.model or model_folders(args.repo), protocols)
+                rows = refused + (check_repository(args.repo, http_url=server.http_url, grpc_url=server.grpc_url,
+                                                   models=loaded, protocols=protocols, config_name=server.config_name)
+                                  if loaded else [])
     except ServeError as exc:
         print(f"check-repo: {exc}", file=sys.stderr)
         return 2
@@ -160,12 +187,39 @@ def check_main(argv=None) -> int:
         message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
         print(f"check-repo: {type(exc).__name__}: {message}", file=sys.stderr)
         return 2
+    # Entries whose files are exact get one line below the table; the others are failed rows in it.
+    rows = [r for r in files if not r.ok] + rows
     print(format_table(rows))
+    if files:
+        print(f"check-repo: files: {sum(r.ok for r in files)}/{len(files)} entries exactly as the manifest records them")
     if not rows:
         print("check-repo: no models to check", file=sys.stderr)
         return 1
     print(summary(rows))
     return 0 if all(r.ok for r in rows) else 1
+
+
+def load_each(server, names, protocols) -> tuple[list[str], list]:
+    """Load every entry on its own, so that one that Triton refuses is a failed row and the
+    others are still checked; the row says why in one line, with no server-side path."""
+    from tritonforge.serving.check import CheckRow
+
+    names = sorted(names, key=lambda n: (server.loader.is_ensemble(n), n))  # ensembles after their steps
+    loaded, refused = [], []
+    for name in names:
+        try:
+            server.load(name)
+            loaded.append(name)
+        except ServeError as exc:
+            first = str(exc).splitlines()[0]
+            refused += [CheckRow(name, "-", protocol, False, "-", f"not loaded: {_without_paths(first)}") for protocol in protocols]
+    return loaded, refused
+
+
+def _without_paths(text: str) -> str:
+    import re
+
+    return re.sub(r"(/[^\s:'\"]+)+/", "", text)
 
 
 def summary(rows) -> str:

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line(result), flush=True)
 
     try:
-        results = build_repository(args.models, args.repository, options, progress, finished)
+        results = build_repository(args.models, args.repository, options, progress, finished,
+                                   notice=lambda note: print(f"build-repo: repaired: {note}", file=sys.stderr, flush=True))
     except BuildError as exc:
         print(f"build-repo: error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from .. import verify
 from ..ensembles import Entry
 from ..repository import SAMPLES_FILE, Samples, Signature, versions, write_samples
 from ..repository import config as config_file
+from ..repository.integrity import file_hashes
 from ..repository.layout import CONFIG_FILE, LABELS_FILE, WARMUP_DIR, warmup_file
 from . import staging
 
@@ -47,8 +48,9 @@ def tool_versions() -> dict[str, str]:
     return found
 
 
-def write_entry(repo: Path, entry: Entry) -> int:
-    """A step or ensemble entry: its next version folder with its model.py or samples, and its config."""
+def write_entry(repo: Path, entry: Entry, before_install) -> int:
+    """A step or ensemble entry: its next version folder with its model.py or samples, and its config.
+    ``before_install(version, file hashes)`` records the version before it is moved in."""
     version = (versions(repo / entry.name) or [0])[-1] + 1
     with staging.staging(repo, entry.name) as staged:
         version_dir = staged / str(version)
@@ -65,5 +67,6 @@ def write_entry(repo: Path, entry: Entry) -> int:
         if entry.labels:  # an ensemble's label_filename is read from its own folder, as a model's is
             (staged / LABELS_FILE).write_text("\n".join(entry.labels) + "\n")
         config_file.write(staged / CONFIG_FILE, entry.config)
+        before_install(version, file_hashes(version_dir))
         staging.install(repo, entry.name, staged, version)
     return version

@@ -92,6 +92,7 @@ class ModelBuild:
     artifact: Path | None = None
     signature: Signature | None = None
     verified: Verified | None = None
+    version_files: dict[str, str] = field(default_factory=dict)  # sha256 of each file of the version written
     covered: list[str] = field(default_factory=list)  # the input shapes verification ran, for the manifest
     labels: tuple[str, ...] | None = None  # class names of labels_output, when known
     settings: ServingSettings | None = None

@@ -17,6 +17,7 @@ from ..sidecar import FOLDER_SIDECAR, SIDECAR_SUFFIXES, FolderSidecars, referenc
 from . import staging
 from .model_build import DEFAULT_MAX_BATCH_SIZE, BuildContext, BuildOptions, ModelBuild, ModelSource
 from .releases import parse_release
+from .repair import repair
 from .results import BuildResult, Status
 from .stages import STAGES
 
@@ -24,6 +25,7 @@ __all__ = ["DEFAULT_MAX_BATCH_SIZE", "BuildOptions", "ModelSource", "build_repos
 
 Progress = Callable[[int, int, str], None]  # (index, total, model name) as a model starts
 Finished = Callable[[BuildResult], None]  # each result as its model finishes
+Notice = Callable[[str], None]  # a repair made before building (one line each)
 
 
 def discover(src: Path) -> tuple[list[ModelSource], list[BuildResult]]:
@@ -54,7 +56,8 @@ def discover(src: Path) -> tuple[list[ModelSource], list[BuildResult]]:
 
 
 def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(),
-                     progress: Progress | None = None, finished: Finished | None = None) -> list[BuildResult]:
+                     progress: Progress | None = None, finished: Finished | None = None,
+                     notice: Notice | None = None) -> list[BuildResult]:
     """Build every model in ``src`` into the Triton repository ``dst``; one result per entry, by name.
 
     A model that fails leaves the repository as it was; the others are still built.
@@ -78,6 +81,9 @@ def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(
             manifest = Manifest(dst)
         except ManifestError as exc:
             raise BuildError(str(exc)) from None
+        for note in repair(dst, manifest):
+            if notice:
+                notice(note)
         context = BuildContext(dst, manifest, options, release, sidecars)
         for index, source in enumerate(sources, 1):
             if progress:

@@ -15,6 +15,7 @@ from ..converters.probe import one_line
 from ..errors import BuildError
 from ..repository import SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
 from ..repository import config as config_file
+from ..repository.integrity import file_hashes
 from ..sidecar import Sidecar
 from ..verify import OutputError
 from . import staging
@@ -55,8 +56,7 @@ def reduced_entry(build, precision: str, replace_fp32: bool = False) -> BuildRes
             raise BuildError(f"{source.path.name}: {why}")
         if not replace_fp32:
             build.manifest.refuse_foreign(name)
-        version, verdict, details, gate = _write_reduced(build, name, precision, replace_fp32)
-        _record_reduced(build, name, version, precision, replace_fp32, verdict, details, gate)
+        version, verdict = _write_reduced(build, name, precision, replace_fp32)
         error = OutputError(verdict["worst"] or "-", verdict["error"], verdict["error"], 0.0, 0.0, True)
         return BuildResult(name, source.path.name, build.adapter.framework, f"onnx-{precision}", build.signature, version,
                            Status.OK, errors=(error,), seconds=time.perf_counter() - started)
@@ -68,7 +68,7 @@ def reduced_entry(build, precision: str, replace_fp32: bool = False) -> BuildRes
 
 
 def _write_reduced(build, name: str, precision: str, replace_fp32: bool):
-    """Convert, judge and move in the reduced version; returns (version, verdict, converter details, gate)."""
+    """Convert, judge, record and move in the reduced version; returns (version, verdict)."""
     source, fmt, repo = build.source, build.format, build.repo
     spec = precisions.PRECISIONS[precision]
     gate = replace(spec.gate, **dict(build.sidecar.precision.gate))
@@ -102,8 +102,13 @@ def _write_reduced(build, name: str, precision: str, replace_fp32: bool):
         kept = config_file.variant_texts(repo / name, build.manifest.kept_variants(name)) if replace_fp32 else {}
         write_model_files(staged, config, variants, kept, build.labels, rows, build.signature)
         details["speed_ratio_vs_fp32"] = round(precisions.speed_ratio(fp32_artifact, artifact, _batch_of(rows, 64)), 3)
+        details["files"] = file_hashes(version_dir)
+        _record_reduced(build, name, version, precision, replace_fp32, verdict, {**details, "pending": True}, gate)
+        build.manifest.save()  # recorded before it is moved in, as every version
         staging.install(repo, name, staged, version)
-    return version, verdict, details, gate
+        build.manifest.settle(name, version)
+        build.manifest.save()
+    return version, verdict
 
 
 def _renamed(message, name: str):

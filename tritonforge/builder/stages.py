@@ -14,6 +14,7 @@ from ..ensembles import ModelFacts
 from ..errors import BuildError
 from ..repository import DYNAMIC, SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
 from ..repository import config as config_file
+from ..repository.integrity import file_hashes, version_problems
 from ..repository.layout import CONFIG_FILE
 from ..sidecar import FOLDER_SIDECAR
 from . import configure, reduced, staging
@@ -72,7 +73,9 @@ def skip_unchanged(build: ModelBuild) -> ModelBuild:
                      if p and p.is_file()]
     build.fingerprint = staging.fingerprint([source.path] + sidecar_files, settings)
     latest, manifest = build.manifest.latest(source.name), build.manifest
-    if latest and latest.get("fingerprint") == build.fingerprint and manifest.entry(source.name)["latest_version"] in versions(build.model_dir):
+    # Unchanged means the same inputs and the artifacts exactly as built: a tampered version is rebuilt.
+    if (latest and latest.get("fingerprint") == build.fingerprint
+            and not version_problems(build.model_dir, manifest.entry(source.name)["latest_version"], latest.get("files"))):
         names = [source.name, *latest.get("ensemble", []), *latest.get("reduced", [])]
         build.results = [unchanged_result(name, source.path.name, manifest) for name in names if manifest.entry(name)]
         build.finished = True
@@ -250,22 +253,45 @@ def plan_ensembles(build: ModelBuild) -> ModelBuild:
 
 
 def install(build: ModelBuild) -> ModelBuild:
-    """The staged version moved into the repository: one rename, then the config."""
+    """The staged version moved into the repository: one rename, then the config. The manifest
+    records the version and the sha256 of each of its files first, so a build killed at any
+    instant leaves either a recorded version that is missing (the next build drops the record)
+    or a complete, recorded one."""
+    build.version_files = file_hashes(build.staged / str(build.version))
+    _record_model(build, pending=True)
+    build.manifest.save()
     staging.install(build.repo, build.name, build.staged, build.version)
+    build.manifest.settle(build.name, build.version)
+    build.manifest.save()
     build.results.append(BuildResult(build.name, build.source.path.name, build.adapter.framework, build.format.name,
                                      build.signature, build.version, Status.OK, errors=build.verified.errors))
     return build
 
 
+def _record_model(build: ModelBuild, **more) -> None:
+    fmt = build.format
+    build.manifest.record(build.name, build.version,
+                          build.facts(framework=build.adapter.framework, format=fmt.name, platform=fmt.platform or fmt.backend),
+                          build.record(files=build.version_files, verified_shapes=build.covered,
+                                       ensemble=[e.name for e in build.entries], **more))
+
+
 def install_ensembles(build: ModelBuild) -> ModelBuild:
     for entry in build.entries:
-        version = write_entry(build.repo, entry)
         kind = "ensemble" if entry.samples else "python"
         errors = build.ensemble_errors if entry.samples else ()
         signature = config_file.signature_of(entry.config)
-        build.manifest.record(entry.name, version,
-                              build.facts(framework=kind, format=kind, platform=entry.config.platform or entry.config.backend),
-                              build.record(signature=signature.describe(), errors=error_record(errors)))
+
+        def record_entry(version: int, files: dict[str, str]) -> None:  # before the entry's version is moved in
+            build.manifest.record(entry.name, version,
+                                  build.facts(framework=kind, format=kind, platform=entry.config.platform or entry.config.backend),
+                                  build.record(signature=signature.describe(), errors=error_record(errors), files=files,
+                                               pending=True))
+            build.manifest.save()
+
+        version = write_entry(build.repo, entry, record_entry)
+        build.manifest.settle(entry.name, version)
+        build.manifest.save()
         build.results.append(BuildResult(entry.name, build.source.path.name, kind, kind, signature, version, Status.OK,
                                          errors=errors))
     return build
@@ -279,13 +305,9 @@ def build_reduced(build: ModelBuild) -> ModelBuild:
 
 
 def record(build: ModelBuild) -> ModelBuild:
-    fmt = build.format
+    """The model's record again, now with the reduced entries that passed their gates, and the variants."""
     suffixes = tuple(f"_{p}" for p in build.precisions)
-    reduced_names = [r.name for r in build.results if r.status == Status.OK and r.name.endswith(suffixes)]
-    build.manifest.record(build.name, build.version,
-                          build.facts(framework=build.adapter.framework, format=fmt.name, platform=fmt.platform or fmt.backend),
-                          build.record(ensemble=[e.name for e in build.entries], reduced=reduced_names,
-                                       verified_shapes=build.covered))
+    _record_model(build, reduced=[r.name for r in build.results if r.status == Status.OK and r.name.endswith(suffixes)])
     build.manifest.record_built_variants(build.name, build.variants)
     return build
 

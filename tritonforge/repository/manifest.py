@@ -41,6 +41,20 @@ class Manifest:
         entry["latest_version"] = version
         entry["versions"][str(version)] = record
 
+    def settle(self, name: str, version: int) -> None:
+        """The version recorded as pending is now in place: the record stops saying pending."""
+        self.data["models"][name]["versions"][str(version)].pop("pending", None)
+
+    def drop_version(self, name: str, version: int) -> None:
+        """Forget a version (one an interrupted build recorded but never moved in): the latest
+        becomes the newest one left, and an entry with none left is forgotten."""
+        entry = self.data["models"][name]
+        entry["versions"].pop(str(version), None)
+        if not entry["versions"]:
+            del self.data["models"][name]
+        elif entry["latest_version"] == version:
+            entry["latest_version"] = max(int(v) for v in entry["versions"])
+
     def refuse_foreign(self, name: str) -> None:
         """A folder ``name`` in the repository that this manifest does not record was not built
         by tritonforge: the build never writes into it."""
