@@ -17,7 +17,7 @@ from tritonforge.repository import config as configs
 from tritonforge.errors import BuildError
 from tritonforge.repository import Signature, TensorSpec
 from tritonforge.ensembles import wiring
-from tritonforge.ensembles.library import ModelFacts, make_step, top_classes
+from tritonforge.ensembles.library import STEPS, ModelFacts, make_step, top_classes
 
 
 def read(repo, name):
@@ -117,7 +117,7 @@ def test_broken_wiring_is_refused_at_build_time(small_chain, case, breaks, messa
 IMAGE_MODEL = Signature((TensorSpec("img", np.dtype("float32"), (-1, 3, 32, 32)),), (TensorSpec("logits", np.dtype("float32"), (-1, 5)),))
 TABLE_MODEL = Signature((TensorSpec("x", np.dtype("float32"), (-1, 4)),), (TensorSpec("y", np.dtype("float32"), (-1, 1)),))
 BAD_STEPS = [
-    ("unknown step", "preprocess", {"step": "magic"}, TABLE_MODEL, "unknown step 'magic' (the library has: tabular, image, classify, user)"),
+    ("unknown step", "preprocess", {"step": "magic"}, TABLE_MODEL, f"unknown step 'magic' (the library has: {', '.join(STEPS)})"),
     ("postprocess step as preprocess", "preprocess", {"step": "classify"}, TABLE_MODEL, "step 'classify' is a postprocess step"),
     ("no step key", "postprocess", {"top_k": 2}, TABLE_MODEL, "must be a mapping with 'step'"),
     ("classify without labels", "postprocess", {"step": "classify"}, IMAGE_MODEL, "the classify step needs class names"),
