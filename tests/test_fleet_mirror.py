@@ -301,3 +301,13 @@ def test_a_file_that_does_not_match_the_index_waits_and_so_do_the_configs_that_n
     assert {"lin/1", "lin/2", "lin configs"} <= set(report.waiting)
     assert not (tmp_path / "mirror" / "lin" / "config.pbtxt").exists() and versions(tmp_path / "mirror" / "lin") == []
     assert not any(p.name.startswith(".staging") for p in (tmp_path / "mirror").iterdir())  # staging cleaned up
+
+
+def test_a_staging_folder_left_by_a_stopped_mirror_is_removed_by_the_next_round(s3_url, repo, tmp_path):
+    publish_repository(repo, s3_url)
+    mirror = BucketMirror(s3_url, tmp_path / "mirror")
+    mirror.sync()
+    (tmp_path / "mirror" / ".staging-0123456789ab" / "model.onnx").parent.mkdir()
+    (tmp_path / "mirror" / ".staging-0123456789ab" / "model.onnx").write_bytes(b"half a download")
+    assert mirror.sync().changed == ()
+    assert not (tmp_path / "mirror" / ".staging-0123456789ab").exists()

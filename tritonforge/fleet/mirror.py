@@ -90,6 +90,9 @@ class BucketMirror:
         state = self._state()
         remote = self.published()
         self.local.mkdir(parents=True, exist_ok=True)
+        # A round cleans up after itself; folders still here are a stopped process's (one mirror per folder).
+        for leftover in [*self.local.glob(".staging-*"), *self.local.glob(".retired-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
         changed: list[str] = []
         waiting: list[str] = []
         for model in sorted(models_of(remote)):
