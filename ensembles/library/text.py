@@ -63,7 +63,7 @@ class TextStep(Step):
             outputs.append({"name": spec.name, "field": FIELDS[spec.name]})
         step = {"tokenizer": TOKENIZER_FILE, "max_length": max_tokens(tokenizer, config), "max_text_bytes": limit,
                 "outputs": outputs, "pad_id": int(tokenizer.pad_token_id or 0),
-                "pad_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+                "pad_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0), "pad_token": str(tokenizer.pad_token),
                 "padding_side": tokenizer.padding_side, "truncation_side": tokenizer.truncation_side,
                 "requirements": ["tokenizers"]}
         return StepModel(self, role, (raw_input(),), facts.signature.inputs, step, files=((TOKENIZER_FILE, tokenizer_file),))
