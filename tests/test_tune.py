@@ -182,13 +182,15 @@ def test_the_default_report_folder_is_beside_the_repository(tmp_path):
 
 # --- on the real server (one, shared by these tests) ---------------------------------------------
 
-SLOW = "dynamic_batching: {max_queue_delay_microseconds: 200000, preferred_batch_size: [64]}\n"
+# Every request may wait half a second for a batch of 64: no p99 within 250 ms at one connection, while any
+# candidate (delays of 2 ms at most) keeps it far below that even on a loaded 2-core machine.
+SLOW = "dynamic_batching: {max_queue_delay_microseconds: 500000, preferred_batch_size: [64]}\n"
 
 
 @pytest.fixture(scope="module")
 def tuned_server(tmp_path_factory):
-    """relu, and rows behind a tabular step, whose current config cannot keep a 100 ms p99 at one
-    connection: every request may wait 200 ms for a batch of 64. One server for the module."""
+    """relu, and rows behind a tabular step, whose current config cannot keep a 250 ms p99 at one
+    connection (SLOW). One server for the module."""
     models = tmp_path_factory.mktemp("tune_models")
     tiny_onnx(models / "relu.onnx")
     (models / "relu.yaml").write_text(SLOW)
@@ -205,7 +207,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-OBJECTIVE = Objective(concurrency=(1, 8), latency_budget_ms=100)
+OBJECTIVE = Objective(concurrency=(1, 8), latency_budget_ms=250)
 
 
 @pytest.mark.slow
@@ -214,14 +216,14 @@ def test_tuning_writes_a_better_variant_that_loads_and_is_recorded_with_its_curv
     result = tune_model(repo, "relu", TritonControl(server.http_url), objective=OBJECTIVE, budget_s=30)
     assert result.changed and result.written == repo / "relu" / "configs" / "cpu.pbtxt", result.why
     tuned = configs.read_variant(repo / "relu", "cpu")
-    assert tuned.dynamic_batching.max_queue_delay_microseconds < 200000
+    assert tuned.dynamic_batching.max_queue_delay_microseconds < 500000
     server.load("relu")  # the written variant loads (serve-repo serves configs/cpu.pbtxt)
     assert server.model_states()[("relu", "1")] == "READY"
     record = json.loads((repo / "manifest.json").read_text())["models"]["relu"]["variants"]["cpu"]
     assert record["by"] == "tune-repo" and record["candidate"] == result.winner.candidate.describe()
-    assert set(record["curve"]) == {"1", "8"} and all(p["p99_ms"] <= 100 for p in record["curve"].values())
-    assert record["baseline_curve"]["1"]["p99_ms"] > 100  # the current config waited for its batch
-    assert configs.read(repo / "relu").dynamic_batching.max_queue_delay_microseconds == 200000  # config.pbtxt untouched
+    assert set(record["curve"]) == {"1", "8"} and all(p["p99_ms"] <= 250 for p in record["curve"].values())
+    assert record["baseline_curve"]["1"]["p99_ms"] > 250  # the current config waited for its batch
+    assert configs.read(repo / "relu").dynamic_batching.max_queue_delay_microseconds == 500000  # config.pbtxt untouched
 
 
 @pytest.mark.slow
@@ -231,14 +233,14 @@ def test_a_second_run_within_the_margin_changes_nothing_and_reports_beside_the_r
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = subprocess.run([TUNE_REPO, str(repo), "--model", "relu", "--budget-s", "30", "--margin", "10",
-                           "--concurrency", "1,8", "--url", server.http_url], cwd=elsewhere,
+                           "--concurrency", "1,8", "--latency-budget-ms", "250", "--url", server.http_url], cwd=elsewhere,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "relu: kept the current config" in done.stdout and "req/s @8" in done.stdout
     assert (_digest(repo / "relu" / "configs" / "cpu.pbtxt"), _digest(repo / "manifest.json")) == before
     assert list(elsewhere.iterdir()) == []  # nothing in the current folder
     page = (default_out(repo) / "tune-report.html").read_text()
-    assert page.count("<svg") == 2 and "p99 latency by connections" in page and "latency budget 100 ms" in page
+    assert page.count("<svg") == 2 and "p99 latency by connections" in page and "latency budget 250 ms" in page
     figures = json.loads((default_out(repo) / "tune-report.json").read_text())[0]
     assert figures["model"] == "relu" and not figures["changed"] and figures["candidates"][0]["mark"] == "current"
 
@@ -251,7 +253,7 @@ def test_an_ensemble_is_tuned_with_its_steps_and_each_member_gets_the_variant(tu
     assert server.model_states()[("rows_ensemble", "1")] == "READY"
     variants = json.loads((repo / "manifest.json").read_text())["models"]
     for member in ("rows", "rows_preprocess"):
-        assert configs.read_variant(repo / member, "cpu").dynamic_batching.max_queue_delay_microseconds < 200000
+        assert configs.read_variant(repo / member, "cpu").dynamic_batching.max_queue_delay_microseconds < 500000
         assert variants[member]["variants"]["cpu"]["tuned_through"] == "rows_ensemble"
 
 
