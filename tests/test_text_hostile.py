@@ -20,6 +20,7 @@ HOSTILE = [
     ("a UTF-8 encoded surrogate", [b"\xed\xa0\x80"], "row 0: text is not valid UTF-8"),
     ("a bad second row", [b"good", b"\xff"], "row 1: text is not valid UTF-8"),
     ("10,000 rows", [b"good"] * 10_000, "batch-size must be <= 16"),
+    ("no rows", [], "for inference input 'RAW' for model 'bert_reviews_ensemble', got 0"),
 ]
 
 
