@@ -62,8 +62,10 @@ class KerasAdapter(AdapterBase):
 
             from ..formats.onnx import rename_tensors, save_single_file
 
-            # Keras' exporter names outputs Identity:0, Identity_1:0...: give them the user's names.
             proto = onnx.load(str(dest))
+            if len(proto.graph.input) > len(model.inputs):
+                proto = _through_savedmodel(model, sidecar, dest)
+            # Keras' exporter names outputs Identity:0, Identity_1:0...: give them the user's names.
             rename_tensors(proto, keras_input_names(model), keras_output_names(model))
             save_single_file(proto, dest)
         else:
@@ -84,6 +86,26 @@ class KerasAdapter(AdapterBase):
             return by_position(signature, [named[k] for k in sorted(named)])
         outputs = [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
         return by_position(signature, outputs)
+
+
+def _through_savedmodel(model: Any, sidecar: Sidecar, dest: Path):
+    """Keras' ONNX exporter (tf2onnx from a tf.function) turns tensors a layer computed when it was
+    adapted (Normalization's mean and variance, captured as eager tensors) into graph inputs
+    ('norm_1/Sub/y:0') that no client sends. The serving signature of a SavedModel, frozen into
+    constants, has only the model's own inputs: convert that graph instead."""
+    import tempfile
+
+    import tensorflow as tf
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model.export(scratch, format="tf_saved_model", verbose=False)
+        loaded = tf.saved_model.load(scratch)
+        frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
+                                                  output_names=[t.name for t in frozen.outputs], opset=sidecar.opset)
+    return proto
 
 
 def _invented(name: str, operation) -> bool:

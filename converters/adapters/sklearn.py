@@ -83,6 +83,8 @@ class SklearnAdapter(AdapterBase):
                 raise BuildError(f"unsupported estimator: skl2onnx has no converter for {unsupported.group(1)} "
                                  f"(inside this {type(model).__name__})") from None
             raise BuildError(f"skl2onnx cannot convert this {type(model).__name__} ({one_line(exc)})") from None
+        if any(getattr(est, "sublinear_tf", False) for est in _estimators(model)):
+            sublinear_tf_as_scikit_learn(proto)
         save_single_file(proto, dest)
         return None
 
@@ -110,8 +112,7 @@ class SklearnAdapter(AdapterBase):
 
     def sample_inputs(self, model: Any, signature: Signature, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
         if takes_text(model):
-            words = np.array(sorted(_text_vectorizer(model).vocabulary_) or ["text"], dtype=object)
-            return {TEXT_INPUT: np.array([[" ".join(rng.choice(words, 3))] for _ in range(rows)], dtype=object)}
+            return {TEXT_INPUT: _text_rows(_text_vectorizer(model), rows, rng)}
         categories = _categories(model)
         samples = {}
         for spec in signature.inputs:
@@ -130,6 +131,47 @@ class SklearnAdapter(AdapterBase):
     def labels(self, model: Any) -> tuple[str, ...] | None:
         classes = getattr(model, "classes_", None)
         return tuple(str(c) for c in classes) if classes is not None else None
+
+
+def _text_rows(vectorizer: Any, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Texts that exercise a text pipeline, not only random picks from its vocabulary: a word
+    repeated (term frequencies above 1), a word it never saw, an empty text, a long text, then
+    random ones; at least ``rows`` of them."""
+    words = sorted({w for term in getattr(vectorizer, "vocabulary_", {}) for w in str(term).split()}) or ["text"]
+    pick = np.array(words, dtype=object)
+    word = str(pick[rng.integers(len(pick))])
+    special = [f"{word} {word} {word} {rng.choice(pick)}", f"zqxjv {rng.choice(pick)} unseenword", "",
+               " ".join(rng.choice(pick, 200))]
+    texts = special + [" ".join(rng.choice(pick, int(rng.integers(1, 8)))) for _ in range(max(rows - len(special), 2))]
+    return np.array([[t] for t in texts], dtype=object)
+
+
+def sublinear_tf_as_scikit_learn(proto) -> None:
+    """skl2onnx 1.20 writes TF-IDF's ``sublinear_tf`` as log(tf + 1); scikit-learn computes
+    log(tf) + 1 for the terms a text has and leaves the others 0. The two agree after the L2 norm
+    only while no word repeats: rewrite each Log(Add(tf, ones)) as Where(tf > 0, Log(tf) + 1, 0)."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    ones = {init.name for init in graph.initializer if init.dims and np.all(numpy_helper.to_array(init) == 1)}
+    producers = {out: node for node in graph.node for out in node.output}
+    for log in [n for n in graph.node if n.op_type == "Log"]:
+        add = producers.get(log.input[0])
+        if add is None or add.op_type != "Add" or add.input[1] not in ones:
+            continue
+        tf_name, one, out = add.input[0], add.input[1], log.output[0]
+        names = {k: f"{out}_sublinear_{k}" for k in ("zero", "positive", "log", "plus_one")}
+        graph.initializer.append(numpy_helper.from_array(np.zeros(1, np.float32), names["zero"]))
+        index = list(graph.node).index(log)
+        replacement = [
+            helper.make_node("Greater", [tf_name, names["zero"]], [names["positive"]]),
+            helper.make_node("Log", [tf_name], [names["log"]]),
+            helper.make_node("Add", [names["log"], one], [names["plus_one"]]),
+            helper.make_node("Where", [names["positive"], names["plus_one"], names["zero"]], [out]),
+        ]
+        graph.node.remove(log)
+        for offset, node in enumerate(replacement):
+            graph.node.insert(index + offset, node)
 
 
 def _estimators(model: Any):
