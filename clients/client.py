@@ -8,7 +8,10 @@
         result = await client.infer("iris_xgb", {"input": rows})
 
 Classifiers: an output whose config names a ``label_filename`` is asked for with Triton's
-classification extension (``class_count``), so the server answers labels with scores.
+classification extension (``class_count``), so the server answers labels with scores. Every class
+is asked for, so that scores that are not probabilities (a model answering logits) are turned into
+probabilities with a softmax over all classes before the top ``top_k`` are kept; such outputs are
+named in :attr:`InferResult.softmax`.
 A refusal from the server raises :class:`ServerError` carrying the server's own message.
 """
 from __future__ import annotations
@@ -64,6 +67,25 @@ class InferResult:
     version: str
     outputs: dict[str, np.ndarray]
     classes: dict[str, list[list[Class]]] = field(default_factory=dict)
+    softmax: tuple[str, ...] = ()  # classified outputs whose scores were logits, shown after a softmax
+
+
+def are_probabilities(rows: list[list[Class]]) -> bool:
+    """Whether every row's scores, over all classes, are a probability distribution (Triton prints
+    scores to about six digits: the sum is checked to 1e-3)."""
+    return all(all(0 <= c.score <= 1 for c in row) and abs(sum(c.score for c in row) - 1) <= 1e-3 for row in rows)
+
+
+def softmax_rows(rows: list[list[Class]]) -> list[list[Class]]:
+    """Each row's scores as the probabilities they mean: a softmax over all of the row's classes
+    (order kept: the softmax is monotonic)."""
+    done = []
+    for row in rows:
+        scores = np.array([c.score for c in row], dtype=np.float64)
+        exp = np.exp(scores - scores.max())
+        probabilities = exp / exp.sum()
+        done.append([Class(float(p), c.index, c.label) for p, c in zip(probabilities, row)])
+    return done
 
 
 def _module(protocol: str, asynchronous: bool):
@@ -118,7 +140,7 @@ class _Requests:
         wanted = list(names) if names else [t.name for t in spec.outputs]
         outputs = []
         for name in wanted:
-            count = top_k if top_k and name in spec.labelled_outputs else 0
+            count = _class_count(spec, name, top_k)
             if self.protocol == "http":
                 outputs.append(self._types.InferRequestedOutput(name, binary_data=binary, class_count=count))
             else:
@@ -126,16 +148,29 @@ class _Requests:
         return outputs, wanted
 
     def _result(self, spec: ModelSpec, answer, wanted, top_k: int) -> InferResult:
-        outputs, classes = {}, {}
+        outputs, classes, softmax = {}, {}, []
         for name in wanted:
             array = answer.as_numpy(name)
             outputs[name] = array
             if top_k and name in spec.labelled_outputs and array is not None:
                 rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
-                classes[name] = [[Class.parse(item) for item in row] for row in rows]
+                parsed = [[Class.parse(item) for item in row] for row in rows]
+                width = spec.output_width(name)
+                if width and all(len(row) == width for row in parsed):  # every class of each row: judge the scores
+                    if not are_probabilities(parsed):
+                        parsed, softmax = softmax_rows(parsed), softmax + [name]
+                classes[name] = [row[:top_k] for row in parsed]
         response = answer.get_response()
         version = response["model_version"] if isinstance(response, dict) else response.model_version
-        return InferResult(spec.name, str(version), outputs, classes)
+        return InferResult(spec.name, str(version), outputs, classes, tuple(softmax))
+
+
+def _class_count(spec: ModelSpec, name: str, top_k: int) -> int:
+    """Classes to ask the server for: all of a labelled output's, so that logits can be told from
+    probabilities; ``top_k`` where the output's width is not fixed; 0 for other outputs."""
+    if not top_k or name not in spec.labelled_outputs:
+        return 0
+    return max(spec.output_width(name), top_k)
 
 
 class TritonClient(_Requests):

@@ -28,7 +28,8 @@ def format_text(result: InferResult) -> str:
     for name, array in result.outputs.items():
         if name in result.classes:  # a labelled output (a classifier, or an ensemble that classifies)
             rows = result.classes[name]
-            lines.append(f"  {name}: top {len(rows[0]) if rows else 0} classes per row")
+            said = " (probabilities: a softmax of the model's logits)" if name in result.softmax else ""
+            lines.append(f"  {name}: top {len(rows[0]) if rows else 0} classes per row{said}")
             for i, row in enumerate(rows):
                 shown = ", ".join(f"{c.label} ({c.score:.4f})" for c in row)
                 lines.append(f"    row {i}: {shown}")
@@ -60,7 +61,8 @@ def _class_names(result: InferResult, rows: np.ndarray) -> dict[int, str]:
 
 
 def to_json(result: InferResult) -> dict:
-    """A JSON-ready dict: outputs as nested lists, classes as {label, score, index} rows."""
+    """A JSON-ready dict: outputs as nested lists, classes as {label, score, index} rows, and the
+    classified outputs whose scores are a softmax of the model's logits."""
     def plain(array):
         if array.dtype == object:
             return np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v,
@@ -73,6 +75,7 @@ def to_json(result: InferResult) -> dict:
         "outputs": {name: plain(array) for name, array in result.outputs.items() if name not in result.classes},
         "classes": {name: [[{"label": c.label, "score": c.score, "index": c.index} for c in row] for row in rows]
                     for name, rows in result.classes.items()},
+        "softmax": list(result.softmax),  # classified outputs whose logits were turned into probabilities
     }
 
 

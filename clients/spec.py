@@ -70,6 +70,13 @@ class ModelSpec:
                 return tensor
         raise KeyError(name)
 
+    def output_width(self, name: str) -> int:
+        """An output's last dimension (a classifier's class count), or 0 where it is not fixed."""
+        for tensor in self.outputs:
+            if tensor.name == name and tensor.shape:
+                return max(int(tensor.shape[-1]), 0)
+        return 0
+
     def describe(self) -> str:
         def one(t: TensorSpec) -> str:
             return f"{t.name}:{t.datatype}[{','.join(str(d) for d in t.shape)}]"

@@ -22,6 +22,7 @@ TEXT_MODEL_HEAD = b"tree\nversion="  # the first bytes of every LightGBM text mo
 MISSING_SHARE = 0.1
 ONNXMLTOOLS_MAX_OPSET = 15
 CLASSIFIER_OBJECTIVES = ("binary", "multiclass", "multiclassova", "cross_entropy")
+LABELLED_OBJECTIVES = ("binary", "multiclass", "multiclassova")  # cross_entropy learns a probability, not classes
 
 
 @dataclass
@@ -97,6 +98,7 @@ class LightGBMAdapter(AdapterBase):
                                      zipmap=False, target_opset=min(sidecar.opset, ONNXMLTOOLS_MAX_OPSET))
         except Exception as exc:
             raise BuildError(f"onnxmltools cannot convert this booster ({model.objective}): {one_line(exc)}") from None
+        _batch_first(proto)
         save_single_file(proto, dest)
         return None
 
@@ -119,11 +121,25 @@ class LightGBMAdapter(AdapterBase):
         return {signature.inputs[0].name: values}
 
     def labels(self, model: LightGBMSource) -> tuple[str, ...] | None:
-        return model.classes
+        """A classifier's classes: the wrapper's classes_, else the class indices a booster answers for."""
+        if model.classes or model.objective not in LABELLED_OBJECTIVES:
+            return model.classes
+        return tuple(str(i) for i in range(max(model.num_class, 2)))
 
     def feature_names(self, model: LightGBMSource) -> tuple[str, ...] | None:
         names = tuple(model.booster.feature_name())
         return None if all(re.fullmatch(r"Column_\d+", n) for n in names) else names
+
+
+def _batch_first(proto) -> None:
+    """onnxmltools 1.16 declares a LightGBM classifier's ``label`` as [1] though it answers one per row:
+    every output's first axis is the batch, as the input's is, so the entry batches (and Triton's
+    classification extension ranks each row's classes, not the whole batch's)."""
+    for output in proto.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = "N"
 
 
 def _categories(feature_infos: dict, names: list[str]) -> dict[int, list[int]]:

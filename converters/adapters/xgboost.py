@@ -34,6 +34,7 @@ class XGBoostSource:
     num_target: int
     num_features: int
     categories: dict[int, list]  # feature index -> the categories it was trained on, in code order
+    classes: tuple[str, ...] | None = None  # a scikit-learn wrapper's classes_, as text
 
     @property
     def categorical(self) -> tuple[int, ...]:
@@ -148,9 +149,12 @@ class XGBoostAdapter(AdapterBase):
     def load(self, probe: FileProbe, sidecar: Sidecar) -> XGBoostSource:
         import xgboost as xgb
 
+        classes = None
         if probe.is_plain_pickle:
             obj = probe.unpickle()
             booster = obj.get_booster() if isinstance(obj, xgb.XGBModel) else obj
+            if getattr(obj, "classes_", None) is not None:
+                classes = tuple(str(c) for c in obj.classes_)
         else:
             try:
                 booster = xgb.Booster(model_file=str(probe.path))
@@ -166,6 +170,7 @@ class XGBoostAdapter(AdapterBase):
             num_target=int(params.get("num_target", 1)),
             num_features=booster.num_features(),
             categories=categories,
+            classes=classes,
         )
 
     def convert(self, model: XGBoostSource, sidecar: Sidecar, fmt: str, dest: Path, rules=None) -> Signature | None:
@@ -228,6 +233,13 @@ class XGBoostAdapter(AdapterBase):
             values[:, index] = rng.integers(0, known, rows)
         values[rng.random(values.shape) < MISSING_SHARE] = np.nan
         return {signature.inputs[0].name: values}
+
+    def labels(self, model: XGBoostSource) -> tuple[str, ...] | None:
+        """A classifier's classes: the wrapper's classes_, else the class indices a booster answers for
+        (XGBoost trains on labels 0..n-1); only objectives that answer probabilities."""
+        if model.objective not in CLASSIFIER_OBJECTIVES or model.num_target > 1:
+            return None
+        return model.classes or tuple(str(i) for i in range(max(model.num_class, 2)))
 
     def feature_names(self, model: XGBoostSource) -> tuple[str, ...] | None:
         return tuple(model.booster.feature_names) if model.booster.feature_names else None
