@@ -101,8 +101,16 @@ class FileProbe:
             if isinstance(exc, AttributeError) and "Can't get attribute" in str(exc):
                 hint = ("; the pickle names a class that is not importable here (defined in a script's __main__?): "
                         "put it in a module on PYTHONPATH, or save with torch.export / skops instead")
+            elif isinstance(exc, ModuleNotFoundError) and exc.name:
+                package = PACKAGE_OF_MODULE.get(exc.name.split(".")[0], exc.name.split(".")[0])
+                alternative = "torch.export (.pt2)" if self.is_torch_pickle else "skops or ONNX"
+                hint = (f"; it needs the Python package '{package}' to be loaded: install it beside tritonforge "
+                        f"(pip install {package}), or save the model with {alternative}, which needs no module")
             raise BuildError(f"{self.path.name}: cannot be unpickled ({type(exc).__name__}: {one_line(exc)}){hint}") from None
 
+
+# Modules whose package is named otherwise on PyPI.
+PACKAGE_OF_MODULE = {"sklearn": "scikit-learn", "cv2": "opencv-python-headless", "PIL": "pillow", "yaml": "pyyaml"}
 
 _NATIVE_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ")  # XGBoost's "[05:33:12] /src/x.cc:779: "
 

@@ -111,3 +111,27 @@ def test_the_served_named_keras_model_answers_like_keras(users_build, tiny_serve
     tensor.set_data_from_numpy(wines)
     answer = client.infer(served, [tensor]).as_numpy("cultivar")
     np.testing.assert_allclose(answer, np.asarray(sources["wine_named"](wines)), atol=1e-5)
+
+
+def test_a_pickle_that_needs_a_missing_package_names_it_and_the_alternative(tmp_path, monkeypatch):
+    """A torch.save'd model whose module is not installed here (torchvision's classifiers, say)."""
+    import sys
+
+    import torch
+
+    package = tmp_path / "vision_stand_in"
+    package.mkdir()
+    (package / "__init__.py").write_text("import torch\nclass Net(torch.nn.Linear):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import vision_stand_in
+
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save(vision_stand_in.Net(4, 2), models / "net.pt")
+    (models / "net.yaml").write_text("inputs: [{name: x, shape: [-1, 4], dtype: float32}]\n")
+    monkeypatch.delitem(sys.modules, "vision_stand_in")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    [result] = build_repository(models, tmp_path / "repo", BuildOptions(allow_pickle=True))
+    assert result.status == "FAILED"
+    assert "needs the Python package 'vision_stand_in'" in result.reason
+    assert "pip install vision_stand_in" in result.reason and "torch.export (.pt2)" in result.reason

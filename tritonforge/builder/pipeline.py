@@ -42,14 +42,14 @@ def discover(src: Path) -> tuple[list[ModelSource], list[BuildResult]]:
         by_name.setdefault(staging.model_name(path), []).append(path)
     sources, clashes = [], []
     for name, paths in sorted(by_name.items()):
-        if len(paths) > 1:
+        if len(paths) > 1:  # one line for the clash, naming every file in it
             files = " and ".join(p.name for p in paths)
-            for path in paths:
-                clashes.append(BuildResult(name, path.name, reason=f"name clash: {files} would both become model '{name}'; rename one"))
+            clashes.append(BuildResult(name, files, reason=f"name clash: {files} would both become model '{name}'; rename one"))
             continue
         own = sidecars.get(paths[0].name.split(".")[0]) or sidecars.get(paths[0].stem)
         sources.append(ModelSource(name, paths[0], own))
-    orphans = set(sidecars.values()) - {s.sidecar for s in sources} - {p for p in sidecars.values() if any(c.source.split(".")[0] == p.stem for c in clashes)}
+    clashed = {staging.model_name(p) for paths in by_name.values() if len(paths) > 1 for p in paths}
+    orphans = set(sidecars.values()) - {s.sidecar for s in sources} - {p for p in sidecars.values() if staging.model_name(p) in clashed}
     for path in sorted(orphans):
         clashes.append(BuildResult(path.stem, path.name, reason=f"{path.name}: sidecar for a model that is not in the folder"))
     return sources, clashes
