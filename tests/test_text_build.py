@@ -69,7 +69,7 @@ def test_a_broken_folder_is_refused_with_its_cause(tmp_path, text_models, case, 
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"step": "text"}, "the text step needs the model's folder with its tokenizer.json"),
+    ({"step": "text"}, "plain.onnx: preprocess: the text step needs a HuggingFace model folder (config.json and its tokenizer files)"),
     ({"step": "text", "max_text_bytes": 0}, "'max_text_bytes' must be a whole number of at least 1, got 0"),
 ])
 def test_the_text_step_refuses_what_it_cannot_serve(tmp_path, raw, message):
@@ -91,6 +91,38 @@ def test_task_embedding_serves_a_classifiers_encoder_as_embeddings(tmp_path, tex
     results = build_one(tmp_path, text_models, sidecar="preprocess: {step: text, task: embedding}\n")
     assert {n: r.status.name for n, r in results.items()} == {"reviews": "OK", "reviews_preprocess": "OK", "reviews_ensemble": "OK"}
     assert results["reviews"].signature.describe().endswith("-> embedding:float32[?x16]")
+
+
+def _slow_tokenizer_only(folder):
+    """What an older folder holds: a BERT tokenizer's vocab.txt and tokenizer_config.json, no tokenizer.json."""
+    import json
+
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    (folder / "vocab.txt").write_text("".join(f"{word}\n" for word, _ in sorted(vocab.items(), key=lambda item: item[1])))
+    (folder / "tokenizer.json").unlink()
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("backend", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "BertTokenizer"}))
+
+
+@pytest.mark.slow
+def test_a_folder_with_a_slow_tokenizers_files_gets_a_text_ensemble_too(tmp_path, text_models):
+    """The step runs the tokenizer.json transformers converts the vocabulary to, verified against transformers."""
+    results = build_one(tmp_path, text_models, _slow_tokenizer_only, sidecar="preprocess: {step: text}\n")
+    assert {n: r.status.name for n, r in results.items()} == {"reviews": "OK", "reviews_preprocess": "OK", "reviews_ensemble": "OK"}
+    assert (tmp_path / "repo" / "reviews_preprocess" / "1" / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_rebuild_of_an_unchanged_folder_writes_nothing(tmp_path, text_models):
+    from fixtures_build import tree_digest
+
+    first = build_one(tmp_path, text_models, sidecar="preprocess: {step: text}\npostprocess: {step: classify}\n")
+    assert {r.status.name for r in first.values()} == {"OK"}
+    before = tree_digest(tmp_path / "repo")
+    again = {r.name: r for r in build_repository(tmp_path / "models", tmp_path / "repo", BuildOptions(warmup=False))}
+    assert {n: r.status.name for n, r in again.items()} == {n: "UNCHANGED" for n in first}
+    assert tree_digest(tmp_path / "repo") == before
 
 
 def export_as_is(folder, path):

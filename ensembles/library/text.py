@@ -16,7 +16,10 @@ tokenizer of the folder (``padding=True, truncation=True``), as its pipelines ca
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,11 +50,10 @@ class TextStep(Step):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise BuildError(f"{where}: 'max_text_bytes' must be a whole number of at least 1, got {limit!r}")
         folder = model_folder(where, role, facts)
-        tokenizer_file = folder / TOKENIZER_FILE
-        if not folder.is_dir() or not tokenizer_file.is_file():
-            raise BuildError(f"{where}: the text step needs the model's folder with its {TOKENIZER_FILE} (a fast tokenizer's "
-                             "file: tokenizer.save_pretrained(folder) writes it)")
+        if not (folder / "config.json").is_file():
+            raise BuildError(f"{where}: the text step needs a HuggingFace model folder (config.json and its tokenizer files)")
         tokenizer, config = _transformers_tokenizer(str(folder))
+        tokenizer_file = _tokenizer_file(where, folder, tokenizer)
         outputs = []
         for spec in facts.signature.inputs:
             if spec.name not in FIELDS or len(spec.shape) != 2 or spec.shape[1] != DYNAMIC or spec.dtype.kind not in "iu":
@@ -70,20 +72,18 @@ class TextStep(Step):
 
     def run(self, module, inputs: Arrays, step: StepModel) -> Arrays:
         _, path = step.files[0]
-        tokenizer = module.load_tokenizer(str(path.parent), step.settings)
+        tokenizer = module.load_tokenizer(str(path.parent), {**step.settings, "tokenizer": path.name})
         return module.texts_to_inputs(tokenizer, inputs[RAW].reshape(-1).tolist(), step.settings)
 
     def reference(self, values: Arrays, step: StepModel) -> Arrays:
-        _, path = step.files[0]
-        tokenizer, _ = _transformers_tokenizer(str(path.parent))
+        tokenizer, _ = _transformers_tokenizer(str(source_folder(step)))
         texts = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values[RAW].reshape(-1)]
         encoded = tokenizer(texts, padding=True, truncation=True, max_length=step.settings["max_length"], return_tensors="np")
         return {o["name"]: np.asarray(encoded[o["name"]], dtype=np.int64) for o in step.settings["outputs"]}
 
     def raw_samples(self, step: StepModel, samples: Arrays) -> Arrays:
         """The model's sample rows as text, with an empty text, a non-ASCII one and one past the model's length."""
-        _, path = step.files[0]
-        tokenizer, _ = _transformers_tokenizer(str(path.parent))
+        tokenizer, _ = _transformers_tokenizer(str(source_folder(step)))
         texts = [tokenizer.decode(row, skip_special_tokens=True) for row in samples["input_ids"]]
         if len(texts) >= 4:
             texts[1], texts[2], texts[3] = "", " ".join([texts[2] or "text"] * 4), f"{NON_ASCII} {texts[3]}"
@@ -96,6 +96,34 @@ def model_folder(where: str, role: str, facts: ModelFacts) -> Path:
     if source is not None:
         return Path(source)
     return facts.folder / where.removesuffix(f": {role}")  # make_step's where is "<source name>: <role>"
+
+
+# tokenizer.json files made for folders that have only a slow tokenizer's files, by made path -> folder
+_MADE: dict[Path, Path] = {}
+
+
+def _tokenizer_file(where: str, folder: Path, tokenizer) -> Path:
+    """The folder's tokenizer.json; for a folder with only a slow tokenizer's files (vocab.txt...),
+    the one transformers converts it to, written to a scratch folder removed when the build ends."""
+    own = folder / TOKENIZER_FILE
+    if own.is_file():
+        return own
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise BuildError(f"{where}: transformers cannot make a fast tokenizer of this folder's files, and the text step "
+                         f"runs {TOKENIZER_FILE} (the tokenizers library): save a fast tokenizer with save_pretrained")
+    scratch = Path(tempfile.mkdtemp(prefix="tritonforge-tokenizer-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    made = scratch / TOKENIZER_FILE
+    backend.save(str(made))
+    _MADE[made] = folder
+    return made
+
+
+def source_folder(step: StepModel) -> Path:
+    """The HuggingFace folder whose tokenizer the step runs (for transformers' reference)."""
+    _, path = step.files[0]
+    return _MADE.get(path, path.parent)
 
 
 @lru_cache(maxsize=8)
