@@ -122,6 +122,12 @@ def search(current: Candidate, measure: Measurer, objective: Objective, *, budge
             why = f"no candidate met the objective ({objective.describe()}); the current config: {objective.problem(baseline)}"
         else:
             why = "the current config measured best"
+            passed_over = [m for m in measured if not m.error and objective.score(m) > objective.score(baseline)]
+            if passed_over:
+                slow = sum(objective.problem(m) is None and slower_at_one(m, baseline, margin) is not None for m in passed_over)
+                why += (f" of the candidates that qualify ({len(passed_over)} scored more but "
+                        + (f"{slow} of them answered one connection too slowly" if slow else "missed the objective")
+                        + (", the rest missed the objective" if 0 < slow < len(passed_over) else "") + ")")
         return Search(baseline, measured, baseline, False, why, skipped)
     say(f"{prefix}measuring the best ({leader.candidate.describe()}) and the current config again")
     again_best, again_current = timed(leader.candidate), timed(current)
