@@ -86,7 +86,8 @@ def for_fil(model_json: dict, intercepts: str = "folded") -> dict:
     """The model in the JSON dialect the Treelite inside FIL reads: no recorded categories, so it
     takes category codes as FIL does, and XGBoost 3.1+'s vector ``base_score`` either kept
     (``intercepts="native"``: Treelite 4.6+, FIL from 26.01) or folded into the trees for the
-    Treelite before it, which reads a scalar (checked with Treelite 4.3; XGBoost 3.2 loads both)."""
+    Treelite before it, which reads a scalar (checked with Treelite 4.3 and 4.4.1, which refuses the
+    vector; XGBoost 3.2 loads both)."""
     model = _trees_of(model_json)
     model.pop("cats", None)
     params = model_json["learner"]["learner_model_param"]

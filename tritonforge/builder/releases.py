@@ -41,6 +41,9 @@ _FIL_LEGACY_GPU = (("algo", "ALGO_AUTO"), ("storage_type", "AUTO"), ("threads_pe
 _FIL_NEW_GPU = (("layout", "depth_first"),)
 # Treelite learned XGBoost 3.1's vector base_score in its 4.6 line (dmlc/treelite PR#638, "Support XGBoost 3.1");
 # fil_backend ships Treelite 4.4.1 up to 25.12 and 4.6.1 from 26.01 (fil_backend git history, DESIGN.md round 3).
+# Checked here with the treelite 4.4.1 wheel (2026-12-04): it refuses XGBoost 3.2's vector base_score ("stof") and
+# reads the folded form as XGBoost answers (iris multiclass 6e-8; two-target squared-error and Poisson 5e-5 on ~150);
+# the 4.6.1 wheel reads both forms alike (native: 6e-8, 3e-5, 2e-4).
 _FIL_INTERCEPTS_SOURCE = ("XGBoost 3.1+ intercepts: folded into trees up to 25.12 (Treelite 4.4.1 reads a scalar base_score), "
                           "native from 26.01 (Treelite 4.6.1; dmlc/treelite PR#638)")
 _FIL_LEGACY_SOURCE = ("fil_backend docs/model_config.md (06d9fb7ae89aa17be5f7e0867e1537950d01974f): output_class, predict_proba, "
