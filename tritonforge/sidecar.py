@@ -121,6 +121,7 @@ class Sidecar:
     preprocess: dict | None = None
     postprocess: dict | None = None
     response_cache: bool = False
+    allow_nan: bool | None = None  # None: refuse NaN in the inputs the source model cannot take it in
     tolerance: Tolerance = Tolerance()
     batching: Batching = Batching()
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
@@ -373,6 +374,7 @@ KEYS: dict[str, Key] = {
     "default_priority_level": Key(_simple("batching.default_priority_level",
                                           lambda r, v: _int(r.where, "default_priority_level", v, 1))),
     "response_cache": Key(_simple("response_cache", lambda r, v: _bool(r.where, "response_cache", v))),
+    "allow_nan": Key(_simple("allow_nan", lambda r, v: _bool(r.where, "allow_nan", v))),
     "precision": Key(_precisions),
     "calibration": Key(_file("calibration", "precision.calibration"), names_file="value"),
     "precision_gate": Key(_gate),

@@ -19,6 +19,7 @@ import numpy as np
 
 from tritonforge.repository import TensorSpec, numpy_dtype
 from tritonforge.repository.dtypes import UnknownDtype, config_types
+from tritonforge.repository.layout import REFUSE_NAN_PARAMETER
 
 
 class ConfigRefused(Exception):
@@ -200,6 +201,10 @@ def to_bytes_objects(array: np.ndarray) -> np.ndarray:
     return out.reshape(array.shape)
 
 
+class BadRequest(ValueError):
+    """A request the model cannot answer as sent: INVALID_ARG (HTTP 400), not an internal error."""
+
+
 class BatchedModel:
     """Serve Triton's requests with one framework call per batch of compatible requests.
 
@@ -229,6 +234,7 @@ class BatchedModel:
         # (name, numpy dtype or None for strings, wire dims or None), in the config's order.
         self._outputs = [(name, None if dtype == "TYPE_STRING" else numpy_dtype(dtype), self.output_reshape.get(name))
                          for name, dtype in self.output_types.items()]
+        self.refuse_nan = frozenset(n for n in (args.parameter(REFUSE_NAN_PARAMETER) or "").split(",") if n)
 
     def _read(self, request) -> dict[str, np.ndarray]:
         arrays = {}
@@ -240,6 +246,10 @@ class BatchedModel:
                 if name in self.input_reshape:
                     lead = list(value.shape[:1]) if self.batching else []
                     value = value.reshape(lead + self.input_reshape[name])
+                if name in self.refuse_nan and value.dtype.kind == "f" and np.isnan(value).any():
+                    row = int(np.argwhere(np.isnan(value))[0][0]) if self.batching else 0
+                    raise BadRequest(f"input '{name}' has NaN in row {row}, which this model cannot take (it would answer NaN); "
+                                     f"send a number there, or build the model with 'allow_nan: true' in its sidecar")
                 arrays[name] = value
         return arrays
 
@@ -267,10 +277,11 @@ class BatchedModel:
             tensors = [tensor(name, value[start:stop]) for name, value in wire if not wanted or name in wanted]
         return self._response_type(tensors)
 
-    def _error(self, message: str):
+    def _error(self, message: str, bad_request: bool = False):
+        error = self._pb.TritonError
+        text = f"model '{self.args.name}': {message}"
         return self._pb.InferenceResponse(
-            output_tensors=[], error=self._pb.TritonError(f"model '{self.args.name}': {message}")
-        )
+            output_tensors=[], error=error(text, error.INVALID_ARG) if bad_request else error(text))
 
     def _answer(self, members, requests, responses) -> None:
         """One framework call for ``members`` [(request index, arrays)], whose inputs agree beyond the batch dim."""
@@ -298,7 +309,7 @@ class BatchedModel:
             try:
                 read.append((i, self._read(request)))
             except Exception as exc:  # a malformed request fails alone
-                responses[i] = self._error(str(exc))
+                responses[i] = self._error(str(exc), bad_request=isinstance(exc, BadRequest))
         if not self.batching:
             for member in read:
                 self._answer([member], requests, responses)

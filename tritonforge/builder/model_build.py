@@ -93,7 +93,8 @@ class ModelBuild:
     signature: Signature | None = None
     verified: Verified | None = None
     version_files: dict[str, str] = field(default_factory=dict)  # sha256 of each file of the version written
-    covered: list[str] = field(default_factory=list)  # the input shapes verification ran, for the manifest
+    covered: list[str] = field(default_factory=list)
+    refuse_nan: tuple[str, ...] = ()  # float inputs the model cannot take NaN in  # the input shapes verification ran, for the manifest
     labels: tuple[str, ...] | None = None  # class names of labels_output, when known
     settings: ServingSettings | None = None
     config: Any = None  # the portable ModelConfig

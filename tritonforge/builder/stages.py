@@ -15,7 +15,7 @@ from ..errors import BuildError
 from ..repository import DYNAMIC, SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
 from ..repository import config as config_file
 from ..repository.integrity import file_hashes, version_problems
-from ..repository.layout import CONFIG_FILE
+from ..repository.layout import CONFIG_FILE, REFUSE_NAN_PARAMETER
 from ..sidecar import FOLDER_SIDECAR
 from . import configure, reduced, staging
 from .files import are_probabilities, write_entry, write_model_files
@@ -165,6 +165,32 @@ def _shapes(rows: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{name}[{'x'.join(map(str, value.shape))}]" for name, value in rows.items())
 
 
+def nan_policy(build: ModelBuild) -> ModelBuild:
+    """The float inputs in which a NaN gets a 400 from serve-repo rather than an answer of NaN:
+    those the source model itself cannot take one in (it raises, or answers NaN), found by asking
+    it with one NaN per input; the sidecar's ``allow_nan`` decides instead when it is given."""
+    if build.sidecar.allow_nan is not None:
+        build.refuse_nan = () if build.sidecar.allow_nan else tuple(
+            s.name for s in build.signature.inputs if s.dtype.kind == "f")
+        return build
+    row = {name: value[:1].copy() for name, value in build.verified.samples.items()}
+    refused = []
+    for spec in build.signature.inputs:
+        if spec.dtype.kind != "f":
+            continue
+        probe = {**row, spec.name: row[spec.name].copy()}
+        probe[spec.name].flat[0] = np.nan
+        try:
+            answer = build.adapter.reference(build.model, probe, build.signature)
+            takes_it = all(not (np.asarray(v).dtype.kind == "f" and np.isnan(v).any()) for v in answer.values())
+        except Exception:
+            takes_it = False
+        if not takes_it:
+            refused.append(spec.name)
+    build.refuse_nan = tuple(refused)
+    return build
+
+
 def _sample_rows(build: ModelBuild) -> dict[str, np.ndarray]:
     sidecar, signature = build.sidecar, build.signature
     if sidecar.samples:
@@ -213,8 +239,11 @@ def configure_entry(build: ModelBuild) -> ModelBuild:
     """The portable config and one variant per kind of host; a version policy that repo-versions set
     (a rollback, a pin) and variants another command wrote (tune-repo's) survive the rebuild."""
     fmt, release = build.format, build.context.release
+    parameters = fmt.config_parameters(build.artifact, release.rules)
+    if build.refuse_nan and fmt.platform == configure.ONNX_PLATFORM:  # serve-repo's backend reads it; Triton's ignores it
+        parameters = {**parameters, REFUSE_NAN_PARAMETER: ",".join(build.refuse_nan)}
     config = configure.build_config(build.name, fmt.platform, build.signature, build.settings, backend=fmt.backend,
-                                    parameters=fmt.config_parameters(build.artifact, release.rules))
+                                    parameters=parameters)
     variants = configure.variants(config, build.signature, build.settings, release)
     current = build.model_dir / CONFIG_FILE
     policy = config_file.version_policy(config_file.read(current)) if current.is_file() else None
@@ -329,7 +358,7 @@ def save(build: ModelBuild) -> ModelBuild:
 STAGES = (
     read_sidecar, detect, skip_unchanged,  # load: which adapter, which format, anything to do at all
     load, stage_version, convert,  # convert
-    verify_artifact, verify_other_sizes,  # verify
+    verify_artifact, verify_other_sizes, nan_policy,  # verify
     settle_serving, configure_entry,  # configure (configs are parsed back as they are written: validate)
     write, plan_ensembles, install, install_ensembles,  # write
     build_reduced, record, replace_with_reduced, save,  # record what was built (the report is the results)

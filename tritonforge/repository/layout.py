@@ -9,6 +9,9 @@ MANIFEST_FILE = "manifest.json"
 SAMPLES_FILE = "samples.npz"
 LABELS_FILE = "labels.txt"
 WARMUP_DIR = "warmup"
+# A config parameter (comma-separated input names) where serve-repo's backends answer a NaN with
+# 400 because the source model cannot take one; Triton's own backends ignore the key.
+REFUSE_NAN_PARAMETER = "tritonforge_refuse_nan"
 
 
 def model_folders(repo: Path) -> list[str]:
