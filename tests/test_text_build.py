@@ -125,32 +125,42 @@ def test_a_rebuild_of_an_unchanged_folder_writes_nothing(tmp_path, text_models):
     assert tree_digest(tmp_path / "repo") == before
 
 
-def export_as_is(folder, path):
-    """A transformers classifier exported with torch.export as it is: its output is a SequenceClassifierOutput."""
+def export_as_is(folder, path, keywords: bool):
+    """A transformers classifier exported with torch.export as it is (its output is a
+    SequenceClassifierOutput), its tensors given in order or by keyword."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
     ids = torch.randint(5, 50, (2, 7))
     batch, sequence = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("sequence", min=2, max=24)
-    program = torch.export.export(model, (ids, torch.ones_like(ids)), strict=False,
+    tensors = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    args, kwargs = ((), tensors) if keywords else (tuple(tensors.values()), None)
+    program = torch.export.export(model, args, kwargs, strict=False,
                                   dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}})
     torch.export.save(program, str(path))
+
+
+PT2 = ("reviews", "reviews_by_keyword")
 
 
 @pytest.fixture(scope="module")
 def pt2_models(text_models, tmp_path_factory):
     models = tmp_path_factory.mktemp("pt2")
-    export_as_is(text_models / "roberta_reviews", models / "reviews.pt2")
+    export_as_is(text_models / "roberta_reviews", models / "reviews.pt2", keywords=False)
+    export_as_is(text_models / "roberta_reviews", models / "reviews_by_keyword.pt2", keywords=True)
     return models
 
 
 @pytest.mark.slow
 def test_a_transformers_pt2_export_loads_and_is_verified(pt2_models, tmp_path):
     results = {r.name: r for r in build_repository(pt2_models, tmp_path / "repo", BuildOptions(warmup=False))}
-    assert results["reviews"].status.name == "OK", results["reviews"].reason
-    assert [t.name for t in results["reviews"].signature.outputs] == ["logits"]
-    assert all(e.ok for e in results["reviews"].errors)
+    assert sorted(results) == sorted(PT2)
+    for name in PT2:
+        assert results[name].status.name == "OK", results[name].reason
+        assert [t.name for t in results[name].signature.outputs] == ["logits"]
+        assert [t.name for t in results[name].signature.inputs] == ["input_ids", "attention_mask"]
+        assert all(e.ok for e in results[name].errors)
 
 
 @pytest.mark.slow
@@ -160,11 +170,11 @@ def test_without_transformers_the_pt2_refusal_names_the_missing_package(pt2_mode
         sys.modules["transformers"] = None  # not importable, as on a machine without tritonforge[text]
         from pathlib import Path
         from tritonforge.builder import BuildOptions, build_repository
-        [result] = build_repository(Path({str(pt2_models)!r}), Path({str(tmp_path / "repo")!r}), BuildOptions(warmup=False))
-        print(result.status.name, result.reason)
+        for result in build_repository(Path({str(pt2_models)!r}), Path({str(tmp_path / "repo")!r}), BuildOptions(warmup=False)):
+            print(result.status.name, result.reason)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == (
-        "FAILED reviews.pt2: was exported from a transformers model and answers its output types; "
-        "loading it needs the 'transformers' package (pip install 'tritonforge[text]')")
+    assert done.stdout.strip().splitlines()[-2:] == [
+        f"FAILED {name}.pt2: was exported from a transformers model and answers its output types; "
+        "loading it needs the 'transformers' package (pip install 'tritonforge[text]')" for name in PT2]

@@ -32,6 +32,7 @@ class TorchSource:
     module: Any  # callable taking tensors in order
     inputs: tuple[TensorSpec, ...]  # source names, -1 where dynamic
     program: Any = None  # the ExportedProgram, for .pt2
+    keywords: bool = False  # a .pt2 exported with keyword arguments only (as transformers models often are)
 
 
 class TorchAdapter(AdapterBase):
@@ -55,6 +56,8 @@ class TorchAdapter(AdapterBase):
             specs = _exported_inputs(program)
             if sidecar.inputs:
                 specs = _with_overrides(name, specs, sidecar)
+            if _keyword_only(program):
+                return TorchSource("exported", _by_keyword(program.module(), [s.name for s in specs]), specs, program, True)
             return TorchSource("exported", program.module(), specs, program)
         if probe.has_member("/constants.pkl"):
             try:
@@ -101,7 +104,8 @@ class TorchAdapter(AdapterBase):
                     program = None
                 if program is not None:
                     # One file: the dynamo exporter otherwise writes weights beside it and records that path.
-                    onnx_program = torch.onnx.export(program, example, dynamo=True, external_data=False,
+                    args, kwargs = ((), dict(zip(names, example))) if model.keywords else (example, None)
+                    onnx_program = torch.onnx.export(program, args, kwargs=kwargs, dynamo=True, external_data=False,
                                                      opset_version=max(opset, 18), verbose=False)
                     return onnx_program.model_proto
                 return _legacy_export(model, example, names, opset)
@@ -166,6 +170,19 @@ def _load_program(probe: FileProbe):
         except Exception as exc:
             first = exc
     raise BuildError(f"{probe.path.name}: torch.export cannot load it ({one_line(first)})") from None
+
+
+def _keyword_only(program) -> bool:
+    """Whether the program was exported with keyword arguments only (``export(model, (), {...})``)."""
+    example = getattr(program, "example_inputs", None)
+    return bool(example) and not example[0] and bool(example[1])
+
+
+def _by_keyword(module, names: list[str]):
+    """A keyword-only program called as every other source is: its tensors in order."""
+    def call(*tensors):
+        return module(**dict(zip(names, tensors)))
+    return call
 
 
 def _transformers_modules(probe: FileProbe) -> list[str]:
