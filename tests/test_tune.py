@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,6 +130,13 @@ def test_repeated_measurement_decides_and_names_a_loss_as_a_loss(again, kept_bec
 def test_a_current_config_over_the_latency_budget_is_replaced_by_one_within_it():
     found, _, _ = run_search(by_delay({100: {1: (1000, 120.0), 32: (5000, 20.0)}}, default={1: (1000, 2.0), 32: (4000, 20.0)}))
     assert found.changed and "the current config does not meet the objective (p99 120.0 ms at 1 connection" in found.why
+
+
+def test_a_current_config_over_the_budget_stays_when_every_candidate_within_it_is_slow_at_one_connection():
+    found, _, _ = run_search(by_delay({100: {1: (1000, 2.0), 32: (5000, 60.0)}}, default={1: (300, 6.0), 32: (9000, 20.0)}))
+    assert not found.changed
+    assert re.search(r"^no candidate met the objective .* without answering one connection too slowly \(\d+ met it but did\); "
+                     r"the current config: p99 60.0 ms at 32 connections", found.why), found.why
 
 
 def test_nothing_within_the_budget_keeps_the_current_config_and_says_so():

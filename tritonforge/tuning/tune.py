@@ -119,7 +119,10 @@ def search(current: Candidate, measure: Measurer, objective: Objective, *, budge
     leader = best()
     if leader is baseline or not eligible(leader):
         if objective.problem(baseline):
-            why = f"no candidate met the objective ({objective.describe()}); the current config: {objective.problem(baseline)}"
+            guarded = sum(m is not baseline and objective.problem(m) is None for m in measured)
+            why = (f"no candidate met the objective ({objective.describe()})"
+                   + (f" without answering one connection too slowly ({guarded} met it but did)" if guarded else "")
+                   + f"; the current config: {objective.problem(baseline)}")
         else:
             why = "the current config measured best"
             passed_over = [m for m in measured if not m.error and objective.score(m) > objective.score(baseline)]
