@@ -237,6 +237,16 @@ def check_version(proto: _Protocol, model: str, version: str, config, samples_pa
     return True, f"{rows} rows, {len(out_names)} output{'' if len(out_names) == 1 else 's'}, max |diff| {worst:.2g}{classified}"
 
 
+def answers_like_samples(http_url: str, model: str, version: str, config, samples_path: Path) -> tuple[bool, str]:
+    """Whether the served ``model`` answers its stored samples within their tolerance (over HTTP),
+    and the row text check-repo prints; for build-repo's check of each entry before it is moved in."""
+    proto = _Protocol("http", http_url)
+    try:
+        return check_version(proto, model, version, config, samples_path)
+    finally:
+        proto.close()
+
+
 def compare_classes(served: np.ndarray, expected: np.ndarray, labels: list[str], atol: float, rtol: float) -> str:
     """Why Triton's "score:index:label" answers disagree with the expected scores ('' if they agree):
     every label must be the labels file's at its index, every score the expected one for that class,

@@ -38,6 +38,7 @@ class BuildOptions:
     warmup: bool = True
     allow_outside: tuple[Path, ...] = ()  # folders sidecar paths and model symlinks may point into
     precisions: tuple[str, ...] = ()  # reduced-precision entries for every model: int8, fp16
+    validate: bool = False  # Triton loads each entry and answers its samples before it is moved in (build-repo: on)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class BuildContext:
     options: BuildOptions
     release: TritonRelease
     sidecars: FolderSidecars
+    validator: Any = None  # a TritonValidator when options.validate
 
 
 @dataclass(frozen=True)

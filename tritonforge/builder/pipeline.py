@@ -20,6 +20,7 @@ from .releases import parse_release
 from .repair import repair
 from .results import BuildResult, Status
 from .stages import STAGES
+from .validate import TritonValidator
 
 __all__ = ["DEFAULT_MAX_BATCH_SIZE", "BuildOptions", "ModelSource", "build_repository", "discover"]
 
@@ -84,14 +85,19 @@ def build_repository(src: Path, dst: Path, options: BuildOptions = BuildOptions(
         for note in repair(dst, manifest):
             if notice:
                 notice(note)
-        context = BuildContext(dst, manifest, options, release, sidecars)
-        for index, source in enumerate(sources, 1):
-            if progress:
-                progress(index, len(sources), source.name)
-            for result in build_model(source, context):
-                results.append(result)
-                if finished:
-                    finished(result)
+        validator = TritonValidator() if options.validate and sources else None
+        context = BuildContext(dst, manifest, options, release, sidecars, validator)
+        try:
+            for index, source in enumerate(sources, 1):
+                if progress:
+                    progress(index, len(sources), source.name)
+                for result in build_model(source, context):
+                    results.append(result)
+                    if finished:
+                        finished(result)
+        finally:
+            if validator is not None:
+                validator.close()
     return sorted(results, key=lambda r: r.name)
 
 

@@ -265,6 +265,15 @@ def write(build: ModelBuild) -> ModelBuild:
     return build
 
 
+def validate_in_triton(build: ModelBuild) -> ModelBuild:
+    """Triton's own config validation and an answer from the served entry, before it is moved in
+    (with ``validate``): a config Triton refuses is never reported OK."""
+    validator = build.context.validator
+    if validator is not None:
+        validator.check(build.name, build.staged, build.version, build.source.path.name, build.adapter.framework)
+    return build
+
+
 def plan_ensembles(build: ModelBuild) -> ModelBuild:
     """Step and ensemble entries around the model, verified against the source, when the sidecar asks."""
     sidecar, adapter, checked = build.sidecar, build.adapter, build.verified
@@ -360,6 +369,6 @@ STAGES = (
     load, stage_version, convert,  # convert
     verify_artifact, verify_other_sizes, nan_policy,  # verify
     settle_serving, configure_entry,  # configure (configs are parsed back as they are written: validate)
-    write, plan_ensembles, install, install_ensembles,  # write
+    write, validate_in_triton, plan_ensembles, install, install_ensembles,  # write (validate: Triton loads it first)
     build_reduced, record, replace_with_reduced, save,  # record what was built (the report is the results)
 )
