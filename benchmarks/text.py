@@ -5,7 +5,7 @@ floor, on serve-repo, with a native load generator, as ratios measured in one ru
     python benchmarks/text.py --rows 8 --out docs/TEXT_BENCHMARK.md
 
 Model: the text example (examples/train_text.py: a 2-layer BERT, 32 hidden units, max 32 tokens),
-built by build-repo (no warmup: see docs/TEXT.md). Load: ``wrk``, one thread, 32 connections,
+built by build-repo. Load: ``wrk``, one thread, 32 connections,
 KServe v2 binary tensors, ``--rows`` rows a request. Figures, in rows/s:
 
 - ``review_text_ensemble`` fed strings, against ``review_text`` fed the same texts' token ids
@@ -62,7 +62,7 @@ def build(workdir: Path, rows: int) -> tuple[Path, dict[str, dict[str, np.ndarra
     models.mkdir()
     print(f"{NAME}: {train_text_example(models)}", flush=True)
     repo = workdir / "repo"
-    failed = [f"{r.name}: {r.reason}" for r in build_repository(models, repo, BuildOptions(warmup=False, device="cpu")) if not r.ok]
+    failed = [f"{r.name}: {r.reason}" for r in build_repository(models, repo, BuildOptions(device="cpu")) if not r.ok]
     if failed:
         raise SystemExit("build failed: " + "; ".join(failed))
     encoded = AutoTokenizer.from_pretrained(str(models / NAME))(texts(rows), padding=True, truncation=True, return_tensors="np")

@@ -11,9 +11,8 @@ export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/python examples/train_models.py models/ --text models_text/
 # The examples include a scikit-learn pipeline saved with joblib: loading it runs pickle code.
 .venv/bin/build-repo models/ model_repository/ --allow-pickle
-# The text model takes token arrays of any length; Triton refuses a warmup whose sequence length is
-# not given, which the config writer does not size yet: built without warmup (docs/TEXT.md).
-HF_HUB_OFFLINE=1 .venv/bin/build-repo models_text/ model_repository/ --no-warmup
+# The text example (HuggingFace folder + sidecar): its model and its text ensemble (docs/TEXT.md).
+HF_HUB_OFFLINE=1 .venv/bin/build-repo models_text/ model_repository/
 # Starts serve-repo on 127.0.0.1, sends each model's stored samples over HTTP and gRPC, stops it.
 .venv/bin/check-repo model_repository/
 

@@ -123,12 +123,11 @@ def text_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def built_text(text_models, tmp_path_factory):
-    """The text models built once: (repository, results by name). Warmup is off: Triton refuses a
-    warmup with a variable sequence dimension, which the config writer does not size yet."""
+    """The text models built once, as build-repo builds them (warmup included): (repository, results by name)."""
     from tritonforge.builder import BuildOptions, build_repository
 
     repo = tmp_path_factory.mktemp("text_built") / "model_repository"
-    results = build_repository(text_models, repo, BuildOptions(warmup=False, max_batch_size=16))
+    results = build_repository(text_models, repo, BuildOptions(max_batch_size=16))
     return repo, {r.name: r for r in results}
 
 

@@ -30,7 +30,7 @@ def build_one(tmp_path, text_models, change=None, sidecar: str | None = None, **
         change(folder)
     if sidecar:
         (models / "reviews.yaml").write_text(sidecar)
-    return {r.name: r for r in build_repository(models, tmp_path / "repo", BuildOptions(warmup=False, **options))}
+    return {r.name: r for r in build_repository(models, tmp_path / "repo", BuildOptions(**options))}
 
 
 def _pickled_weights(folder):
@@ -120,7 +120,7 @@ def test_a_rebuild_of_an_unchanged_folder_writes_nothing(tmp_path, text_models):
     first = build_one(tmp_path, text_models, sidecar="preprocess: {step: text}\npostprocess: {step: classify}\n")
     assert {r.status.name for r in first.values()} == {"OK"}
     before = tree_digest(tmp_path / "repo")
-    again = {r.name: r for r in build_repository(tmp_path / "models", tmp_path / "repo", BuildOptions(warmup=False))}
+    again = {r.name: r for r in build_repository(tmp_path / "models", tmp_path / "repo")}
     assert {n: r.status.name for n, r in again.items()} == {n: "UNCHANGED" for n in first}
     assert tree_digest(tmp_path / "repo") == before
 
@@ -154,7 +154,7 @@ def pt2_models(text_models, tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_transformers_pt2_export_loads_and_is_verified(pt2_models, tmp_path):
-    results = {r.name: r for r in build_repository(pt2_models, tmp_path / "repo", BuildOptions(warmup=False))}
+    results = {r.name: r for r in build_repository(pt2_models, tmp_path / "repo")}
     assert sorted(results) == sorted(PT2)
     for name in PT2:
         assert results[name].status.name == "OK", results[name].reason
@@ -169,8 +169,8 @@ def test_without_transformers_the_pt2_refusal_names_the_missing_package(pt2_mode
         import sys
         sys.modules["transformers"] = None  # not importable, as on a machine without tritonforge[text]
         from pathlib import Path
-        from tritonforge.builder import BuildOptions, build_repository
-        for result in build_repository(Path({str(pt2_models)!r}), Path({str(tmp_path / "repo")!r}), BuildOptions(warmup=False)):
+        from tritonforge.builder import build_repository
+        for result in build_repository(Path({str(pt2_models)!r}), Path({str(tmp_path / "repo")!r})):
             print(result.status.name, result.reason)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)

@@ -22,12 +22,12 @@ def rule(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def text_example(tmp_path_factory):
-    from tritonforge.builder import BuildOptions, build_repository
+    from tritonforge.builder import build_repository
 
     models = tmp_path_factory.mktemp("text_example")
     score = train_text_example(models)
     repo = tmp_path_factory.mktemp("text_example_built") / "model_repository"
-    results = {r.name: r for r in build_repository(models, repo, BuildOptions(warmup=False))}
+    results = {r.name: r for r in build_repository(models, repo)}
     return score, repo, results
 
 

@@ -88,6 +88,9 @@ def test_model_takes_the_tokenizers_arrays_dynamic_in_batch_and_sequence(built_t
     assert config.max_batch_size == 16
     assert [(t.name, configs.mc.DataType.Name(t.data_type), list(t.dims)) for t in config.input] == [(n, "TYPE_INT64", [-1]) for n in inputs]
     assert [(t.name, list(t.dims)) for t in config.output] == outputs
+    # Triton refuses a warmup with dims -1: the sequence takes the sample row's length.
+    [warmup] = config.model_warmup
+    assert sorted(warmup.inputs) == sorted(inputs) and all(d > 0 for t in warmup.inputs.values() for d in t.dims)
     if model in CLASSIFIERS:
         assert config.output[0].label_filename == "labels.txt"
         assert (built_text[0] / model / "labels.txt").read_text().split() == LABELS
