@@ -132,6 +132,9 @@ class HuggingFaceAdapter(AdapterBase):
         names = tuple(n for n in tokenizer.model_input_names if n in takes)
         if "input_ids" not in names:
             raise BuildError(f"{name}: the tokenizer gives {list(tokenizer.model_input_names)}; the model needs input_ids")
+        if task == "embedding" and "attention_mask" not in names:
+            raise BuildError(f"{name}: mean pooling needs the attention mask, which the tokenizer does not give "
+                             f"(it gives {list(tokenizer.model_input_names)})")
         try:
             limit = max_tokens(tokenizer, model.config)
         except BuildError as exc:
@@ -148,7 +151,7 @@ class HuggingFaceAdapter(AdapterBase):
         import torch
 
         example = tuple(torch.from_numpy(v) for v in self.tokenize(model, _texts(model, 2, np.random.default_rng(0))).values())
-        wrapper = _Served(model)
+        wrapper = served_module(model)
         batch = torch.export.Dim("batch", min=1, max=65536)
         sequence = torch.export.Dim("sequence", min=1, max=model.max_length)
         dynamic = {"tensors": tuple({0: batch, 1: sequence} for _ in model.input_names)}  # forward(*tensors)
@@ -273,11 +276,13 @@ def _free_names(proto, names: set[str]) -> None:
         node.output[:] = [mapping.get(n, n) for n in node.output]
 
 
-def _served(torch):
-    class Served(torch.nn.Module):
-        """What the artifact computes: the model on named token arrays, then the scores or the pooled embedding."""
+def served_module(source: TextSource):
+    """What the artifact computes, as a torch module: the model on its token arrays in order, then
+    the scores or the pooled embedding (torch is imported only when a folder is converted)."""
+    import torch
 
-        def __init__(self, source: TextSource) -> None:
+    class Served(torch.nn.Module):
+        def __init__(self) -> None:
             super().__init__()
             self.model, self.names, self.task = source.model, source.input_names, source.task
             self.normalize, self.scores = source.normalize, source.scores
@@ -299,10 +304,4 @@ def _served(torch):
             probabilities = torch.sigmoid(logits) if self.scores == "sigmoid" else torch.softmax(logits, dim=-1)
             return probabilities, logits
 
-    return Served
-
-
-def _Served(source: TextSource):
-    import torch
-
-    return _served(torch)(source)
+    return Served()
