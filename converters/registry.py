@@ -49,7 +49,7 @@ class Adapter(Protocol):
 
 # Only to word the refusal of a file no adapter recognised; detection itself reads the bytes.
 SUFFIX_FRAMEWORKS = {".keras": "Keras", ".h5": "Keras", ".pt2": "torch.export", ".pt": "PyTorch", ".pth": "PyTorch",
-                     ".onnx": "ONNX", ".json": "XGBoost JSON", ".ubj": "XGBoost UBJSON", ".pkl": "pickle",
+                     ".onnx": "ONNX", ".json": "XGBoost JSON", ".ubj": "XGBoost UBJSON", ".cbm": "CatBoost", ".pkl": "pickle",
                      ".joblib": "joblib"}
 
 
@@ -71,7 +71,7 @@ class Registry:
             held = probe.unpickle()  # refuses unless allowed and named as a pickle
             what = f"{type(held).__module__}.{type(held).__qualname__}"
             raise BuildError(f"{probe.path.name}: is a pickle of a {what}, not a model any adapter takes "
-                             "(a scikit-learn estimator, an XGBoost or LightGBM model or a torch nn.Module)")
+                             "(a scikit-learn estimator, an XGBoost, LightGBM or CatBoost model or a torch nn.Module)")
         kind = "folder" if probe.path.is_dir() else "file"
         expected = SUFFIX_FRAMEWORKS.get(probe.suffix)
         if expected and not probe.path.is_dir():

@@ -452,3 +452,37 @@ def test_a_tabular_ensemble_sits_in_front_of_a_fil_entry(tmp_path, forest_models
     assert results["lgb_multi_ensemble"].errors and all(e.ok for e in results["lgb_multi_ensemble"].errors)
     steps = {s.model_name for s in configs.read(tmp_path / "repo" / "lgb_multi_ensemble").ensemble_scheduling.step}
     assert "lgb_multi" in steps
+
+
+@pytest.mark.parametrize("release", ["24.10", "26.01"])
+def test_a_sidecar_fil_group_builds_a_class_index_entry_without_labels(tmp_path, release):
+    """The sidecar's ``fil: {output: class_index}`` reaches the build: one output column, predict_proba
+    false, the release's own classifier key, no labels file, verified against the source's likeliest class."""
+    import xgboost as xgb
+    from sklearn.datasets import load_iris
+
+    models = tmp_path / "models"
+    models.mkdir()
+    features, target = load_iris(return_X_y=True)
+    booster = xgb.train({"objective": "multi:softprob", "num_class": 3, "nthread": 1}, xgb.DMatrix(features, label=target), 5)
+    booster.save_model(str(models / "iris_index.json"))
+    (models / "iris_index.yaml").write_text("format: fil\nfil: {output: class_index}\n")
+    [result] = build_repository(models, tmp_path / "repo", BuildOptions(triton_version=release))
+    assert result.status == "OK", result.reason
+    assert result.signature.outputs[0].shape == (-1, 1)
+    config = configs.read(tmp_path / "repo" / "iris_index" / "config.pbtxt")
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    assert parameters["predict_proba"] == "false" and parameters[RELEASE_KEYS.get(release, ("is_classifier",))[0]] == "true"
+    assert not (tmp_path / "repo" / "iris_index" / "labels.txt").exists()
+
+
+def test_a_bad_sidecar_fil_group_fails_the_model_naming_the_sidecar(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    tiny_onnx_forest = models / "m.json"
+    import xgboost as xgb
+
+    xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(np.eye(4), label=[0, 1, 0, 1]), 2).save_model(str(tiny_onnx_forest))
+    (models / "m.yaml").write_text("format: fil\nfil: {output: labels}\n")
+    [result] = build_repository(models, tmp_path / "repo")
+    assert result.status == "FAILED" and "m.yaml: 'fil.output' must be one of probabilities, class_index" in result.reason

@@ -122,6 +122,7 @@ class Sidecar:
     postprocess: dict | None = None
     response_cache: bool = False
     allow_nan: bool | None = None  # None: refuse NaN in the inputs the source model cannot take it in
+    fil: dict | None = None  # the FIL entry's group ({output: class_index}), read by the FIL format
     tolerance: Tolerance = Tolerance()
     batching: Batching = Batching()
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
@@ -375,6 +376,7 @@ KEYS: dict[str, Key] = {
                                           lambda r, v: _int(r.where, "default_priority_level", v, 1))),
     "response_cache": Key(_simple("response_cache", lambda r, v: _bool(r.where, "response_cache", v))),
     "allow_nan": Key(_simple("allow_nan", lambda r, v: _bool(r.where, "allow_nan", v))),
+    "fil": Key(_simple("fil", lambda r, v: _keys(r.where, "fil", v, ("output",)))),
     "precision": Key(_precisions),
     "calibration": Key(_file("calibration", "precision.calibration"), names_file="value"),
     "precision_gate": Key(_gate),

@@ -92,7 +92,7 @@ class SklearnAdapter(AdapterBase):
         if fil.is_fil(signature):  # one float matrix, columns in the order the forest was fitted on
             features = _named_columns(model, inputs[fil.INPUT])
             scores = model.predict_proba(features) if is_classifier(model) else model.predict(features)
-            return {fil.OUTPUT: fil.as_fil_output(scores, len(features), is_classifier(model))}
+            return {fil.OUTPUT: fil.as_fil_output(scores, len(features), is_classifier(model), signature)}
         features = _frame(model, inputs)
         names = [spec.name for spec in signature.outputs]
         if len(names) == 2 and hasattr(model, "predict"):

@@ -3,11 +3,13 @@ or raises :class:`BuildError` with its one-line cause. :data:`STAGES` is the bui
 a new stage is one function here and one line in that list."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 
 import numpy as np
 
 from .. import converters, ensembles, verify
+from ..converters.formats import fil as fil_format
 from ..converters.precision import fingerprint_key as precision_key
 from ..converters.probe import FileProbe, one_line
 from ..ensembles import ModelFacts
@@ -43,6 +45,8 @@ def detect(build: ModelBuild) -> ModelBuild:
     build.probe = FileProbe(build.source.path, options.allow_pickle)
     build.adapter = converters.REGISTRY.detect(build.probe)
     build.format = converters.FORMATS[_target_format(build)]
+    if build.format.name == "fil":  # the entry's own fil: group (class index or probabilities)
+        build.format = build.format.for_settings(fil_format.parse_fil_settings(_sidecar_name(build), sidecar.fil))
     build.context.release.refuse_unservable(build.format.platform)
     kind = sidecar.device or options.device
     build.kind = ("gpu" if build.adapter.neural or build.format.prefers_gpu else "cpu") if kind == "auto" else kind
@@ -99,7 +103,10 @@ def stage_version(build: ModelBuild) -> ModelBuild:
 def convert(build: ModelBuild) -> ModelBuild:
     """The artifact in the target format, and its signature read back from it."""
     build.artifact = build.staged / str(build.version) / build.format.artifact_name(build.adapter)
-    declared = build.adapter.convert(build.model, build.sidecar, build.format.name, build.artifact)
+    # An adapter whose artifact differs by release (XGBoost's intercepts on FIL) takes the release's rules.
+    takes_rules = "rules" in inspect.signature(build.adapter.convert).parameters
+    extra = {"rules": build.context.release.rules} if takes_rules else {}
+    declared = build.adapter.convert(build.model, build.sidecar, build.format.name, build.artifact, **extra)
     build.signature = build.format.read_signature(build.artifact, declared)
     return build
 
@@ -203,7 +210,8 @@ def _sample_rows(build: ModelBuild) -> dict[str, np.ndarray]:
 def settle_serving(build: ModelBuild) -> ModelBuild:
     """Class names and the output they describe, and how the entry is served."""
     sidecar, options = build.sidecar, build.context.options
-    labels = sidecar.labels or build.adapter.labels(build.model)
+    class_index = getattr(getattr(build.format, "settings", None), "class_index", False)  # one column: no class names
+    labels = None if class_index else (sidecar.labels or build.adapter.labels(build.model))
     labels_output = _labels_output(build, labels)
     build.labels = labels if labels_output else None
     batching = sidecar.batching
