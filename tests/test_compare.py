@@ -28,10 +28,12 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
 
 
 def _url(server, protocol: str) -> list[str]:
-    """Answers over ``protocol``; the other protocol's address given too, so the cost is measured over both."""
+    """Answers over ``protocol``, the cost over HTTP: the session's shared server gets no h2load, whose
+    cancelled calls at the end of a run can crash tritonserver 2.51's gRPC server (server#7472);
+    the cost over gRPC is measured on servers of their own (--repo, below)."""
     if protocol == "http":
-        return ["--url", server.http_url, "--grpc-load-url", server.grpc_url]
-    return ["--url", server.grpc_url, "-i", "grpc", "--load-url", server.http_url]
+        return ["--url", server.http_url]
+    return ["--url", server.grpc_url, "-i", "grpc", "--load-url", server.http_url, "--cost-protocol", "http"]
 
 
 # ---- the two example models, over both protocols -----------------------------------------------
@@ -49,17 +51,16 @@ def test_the_two_cancer_models_compared_give_quality_agreement_and_cost(served_e
         assert model["kind"] == "classifier" and model["classes"] == ["malignant", "benign"]
         assert 0.9 < model["quality"]["accuracy"] <= 1.0
         assert 0 < model["quality"]["log_loss"] and 0.9 < model["quality"]["auc"] <= 1.0
-        assert sorted(model["costs"]) == ["grpc", "http"]
-        for cost in model["costs"].values():
-            assert cost["requests"] > 0 and cost["errors"] == 0 and 0 <= cost["client_cpu_share"] <= 1
-    assert doc["cost_settings"]["generators"] == {"http": "wrk", "grpc": "h2load"}
+        assert list(model["costs"]) == ["http"] and model["cost"] == model["costs"]["http"]
+        assert model["cost"]["requests"] > 0 and 0 <= model["cost"]["client_cpu_share"] <= 1
+    assert doc["cost_settings"]["generators"] == {"http": "wrk"}
     (agreed,) = doc["agreement"]
     assert agreed["candidate"] == "cancer_keras" and 0.9 < agreed["same_label"] < 1.0
     assert 0 < agreed["mean_diff"] <= agreed["max_diff"] <= 1
     assert agreed["worst"] and agreed["worst"][0]["target"] in ("malignant", "benign")
     assert doc["verdict"] == {"judged": False, "passed": True, "candidates": [
         {"candidate": "cancer_keras", "passed": True, "reasons": []}]}
-    for heading in ("accuracy", "log-loss", "AUC", "same answer", "req/s", "p99 ms", "gen CPU", "wrk over HTTP", "h2load over gRPC",
+    for heading in ("accuracy", "log-loss", "AUC", "same answer", "req/s", "p99 ms", "gen CPU", "wrk over HTTP",
                     "rows where cancer_keras differs most from cancer_xgb", "verdict: not judged"):
         assert heading in out
     assert "cancer_keras: 113/113 rows answered" in err  # progress while it runs
@@ -120,11 +121,10 @@ def test_a_candidate_slower_than_the_speedup_asked_for_fails(served_examples, ca
 
 
 @pytest.mark.slow
-def test_the_cost_is_measured_over_the_protocol_asked(served_examples, capsys, tmp_path):
-    server, _ = served_examples
+def test_the_cost_is_measured_over_the_protocol_asked(built_examples_repo, capsys, tmp_path):
     report = tmp_path / "compare.json"
     code, out, err = _run(capsys, "cancer_xgb", "cancer_keras", "--data", CANCER_ROWS, "--target", "diagnosis",
-                          "--url", server.http_url, "--grpc-load-url", server.grpc_url, "--cost-protocol", "grpc", "--duration", "1",
+                          "--repo", built_examples_repo, "--cost-protocol", "grpc", "--duration", "1",
                           "--concurrency", "2", "--min-speedup", "0.001", "--json", report)
     assert code == 0, err
     doc = json.loads(report.read_text())

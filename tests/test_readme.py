@@ -79,10 +79,24 @@ def _addressed(argv: list[str], server, repo: Path, tmp_path: Path) -> list[str]
     return argv
 
 
+@pytest.fixture(scope="module")
+def cost_server(built_examples_repo):
+    """compare-models measures its cost over gRPC too (h2load), whose calls cancelled at the end of a
+    run can crash tritonserver 2.51's gRPC server (server#7472): those commands get a server of
+    their own, so that the session's shared one never takes h2load."""
+    from tritonforge.serving import serve
+
+    with serve(built_examples_repo, control_mode="explicit", load_models=("cancer_xgb", "cancer_keras"), recovery=False,
+               http_port=0, grpc_port=0, metrics_port=0) as server:
+        yield server
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs_as_written(served_examples, tmp_path, command):
+def test_readme_command_runs_as_written(served_examples, request, tmp_path, command):
     server, repo = served_examples
+    if command.startswith("compare-models") and "--no-cost" not in command:
+        server = request.getfixturevalue("cost_server")
     argv = _addressed(shlex.split(command), server, repo, tmp_path)
     done = in_fresh_shell(shlex.join(argv), timeout=180)
     assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
