@@ -48,7 +48,9 @@ def tokenizer_for(texts: list[str]):
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    trainer = trainers.WordPieceTrainer(vocab_size=200, show_progress=False,
+                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tokenizer.train_from_iterator(texts, trainer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     tokenizer.decoder = decoders.WordPiece()
@@ -61,7 +63,9 @@ def train_text_example(out: Path) -> str:
     """Train and save ``review_text/`` and its sidecar in ``out``; returns the held-out accuracy line."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # the demo prints one line per example
     torch.manual_seed(0)
     torch.set_num_threads(1)
     texts, labels = reviews(2000, seed=0)

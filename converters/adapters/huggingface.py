@@ -145,7 +145,8 @@ class HuggingFaceAdapter(AdapterBase):
         normalize = settings.get("normalize", False)
         if not isinstance(normalize, bool):
             raise BuildError(f"{name}: 'normalize' must be true or false, got {normalize!r}")
-        return TextSource(folder, model, tokenizer, task, names, limit, normalize, _scores_of(model.config) if task == "classification" else None)
+        scores_kind = _scores_of(model.config) if task == "classification" else None
+        return TextSource(folder, model, tokenizer, task, names, limit, normalize, scores_kind)
 
     def convert(self, model: TextSource, sidecar: Sidecar, fmt: str, dest: Path) -> Signature | None:
         import torch
