@@ -151,3 +151,18 @@ def test_the_long_text_is_cut_at_the_models_length(text_models):
         tokenizer = AutoTokenizer.from_pretrained(str(text_models / model))
         assert len(tokenizer(TEXTS[1])["input_ids"]) > MAX_LENGTH
         assert len(tokenizer(TEXTS[1], truncation=True)["input_ids"]) == MAX_LENGTH
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_embedding_entry_fed_a_padded_batch_of_tokens_answers_the_pooled_pipeline(text_server, text_models, protocol):
+    folder = text_models / "distil_embed"
+    embedding = infer(text_server, protocol, "distil_embed", tokens(folder, TEXTS, ["input_ids", "attention_mask"]), "embedding")
+    assert np.allclose(embedding, pipeline_embeddings(folder, TEXTS), atol=ATOL)
+
+
+def test_check_repo_passes_every_entry_on_its_stored_samples_over_both_protocols(text_server, built_text):
+    from tritonforge.serving.check import check_repository
+
+    rows = check_repository(built_text[0], http_url=text_server.http_url, grpc_url=text_server.grpc_url)
+    assert {(r.model, r.protocol, r.result) for r in rows} == {
+        (m, p, "config-only" if m.endswith("_preprocess") else "ok") for m in ENTRIES for p in PROTOCOLS}
