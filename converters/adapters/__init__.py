@@ -13,6 +13,8 @@ from .onnx_file import OnnxAdapter
 from .sklearn import SklearnAdapter
 from .torch import TorchAdapter
 from .xgboost import XGBoostAdapter
+from .yolo import YoloAdapter
 
-ADAPTERS = (OnnxAdapter(), HuggingFaceAdapter(), KerasAdapter(), TorchAdapter(), CatBoostAdapter(), XGBoostAdapter(),
+# YoloAdapter first: an ultralytics export is an ONNX file (or a torch zip) that it tells apart by its metadata.
+ADAPTERS = (YoloAdapter(), OnnxAdapter(), HuggingFaceAdapter(), KerasAdapter(), TorchAdapter(), CatBoostAdapter(), XGBoostAdapter(),
             LightGBMAdapter(), SklearnAdapter())

@@ -1,0 +1,75 @@
+"""Detection fixtures: the committed ultralytics export (tests/fixtures/yolo, made by its
+make_fixture.py in a separate environment), built once and served once per session."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+YOLO_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "yolo"
+DETECTOR = "shapes"  # the dynamic=True export, under this name in the models folder
+STATIC_DETECTOR = "shapes_static"  # the static export (batch 1)
+
+
+def ultralytics_detections() -> dict:
+    """ultralytics' own predictions on the dynamic export, by image name (detections.json)."""
+    return json.loads((YOLO_FIXTURE / "detections.json").read_text())["detections"]["shapes_dynamic.onnx"]
+
+
+def add_detect_ensemble(repo: Path, name: str, source: Path, settings: dict | None = None) -> list[str]:
+    """What build-repo's ensemble stage does for a detector once wired (see docs/DETECTION.md): the
+    letterbox, postprocess and ``<name>_detect`` entries planned and verified by
+    :func:`plan_detect` around the built entry, then written."""
+    from tritonforge.converters import REGISTRY
+    from tritonforge.converters.formats import get as get_format
+    from tritonforge.converters.probe import FileProbe
+    from tritonforge.ensembles.library.detect import plan_detect
+    from tritonforge import verify
+    from tritonforge.builder.files import write_entry
+    from tritonforge.repository import config as config_file
+
+    probe = FileProbe(source)
+    adapter = REGISTRY.detect(probe)
+    model = adapter.load(probe, None)
+    entries, _ = plan_detect(name, source.name, adapter.detector(model), settings, config_file.read(repo / name),
+                             get_format("onnx").runner(repo / name / "1" / "model.onnx"),
+                             lambda inputs: adapter.reference(model, inputs, None), verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)
+    for entry in entries:
+        write_entry(repo, entry, lambda version, files: None)
+    return [entry.name for entry in entries]
+
+
+@pytest.fixture(scope="session")
+def detect_models(tmp_path_factory) -> Path:
+    """A models folder with both ultralytics exports. Read-only for tests: copy before changing."""
+    root = tmp_path_factory.mktemp("detect_models")
+    shutil.copyfile(YOLO_FIXTURE / "shapes_dynamic.onnx", root / f"{DETECTOR}.onnx")
+    shutil.copyfile(YOLO_FIXTURE / "shapes.onnx", root / f"{STATIC_DETECTOR}.onnx")
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_detect(detect_models, tmp_path_factory):
+    """The detectors built once, with the detection ensemble around the dynamic one: (repository, results by name)."""
+    from tritonforge.builder import BuildOptions, build_repository
+
+    repo = tmp_path_factory.mktemp("detect_built") / "model_repository"
+    results = {r.name: r for r in build_repository(detect_models, repo, BuildOptions(max_batch_size=8))}
+    if results[DETECTOR].status.name == "OK":
+        add_detect_ensemble(repo, DETECTOR, detect_models / f"{DETECTOR}.onnx")
+    return repo, results
+
+
+@pytest.fixture(scope="session")
+def detect_server(built_detect):
+    """The built detectors and the detection ensemble served once per session."""
+    from tritonforge.serving.server import serve
+
+    repo, results = built_detect
+    failed = {n: r.reason for n, r in results.items() if r.status.name != "OK"}
+    if failed:
+        pytest.fail(f"detectors did not build: {failed}")
+    with serve(repo, control_mode="none", ready_timeout=600) as server:
+        yield server

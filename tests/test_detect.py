@@ -1,0 +1,143 @@
+"""Detection (issue 26): a real ultralytics export recognised and built, and ``shapes_detect``
+answering what ultralytics' own ``predict`` answers on the committed images, over HTTP and gRPC."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from fixtures_detect import DETECTOR, STATIC_DETECTOR, YOLO_FIXTURE, ultralytics_detections
+
+PROTOCOLS = ("http", "grpc")
+IMAGES = sorted(ultralytics_detections())
+OUTPUTS = ("BOXES", "SCORES", "CLASSES", "NAMES", "COUNT")
+NAMES = ["square", "circle", "triangle"]
+BOX_PX, SCORE_TOL = 1.5, 2e-3
+
+
+def detect(server, protocol, images: list[bytes], model=f"{DETECTOR}_detect") -> dict[str, np.ndarray]:
+    module = httpclient if protocol == "http" else grpcclient
+    client = server.http_client() if protocol == "http" else server.grpc_client()
+    raw = np.array(images, dtype=object).reshape(-1, 1)
+    tensor = module.InferInput("RAW", list(raw.shape), "BYTES")
+    tensor.set_data_from_numpy(raw)
+    answer = client.infer(model, [tensor], outputs=[module.InferRequestedOutput(n) for n in OUTPUTS])
+    return {n: answer.as_numpy(n) for n in OUTPUTS}
+
+
+def image_bytes(name: str) -> bytes:
+    return (YOLO_FIXTURE / "images" / name).read_bytes()
+
+
+def test_the_fixture_detects_something_on_every_image():
+    """The reference itself is worth comparing against: the trained model finds objects."""
+    found = {name: len(d["boxes"]) for name, d in ultralytics_detections().items()}
+    assert len(found) >= 4 and all(found.values()), found
+
+
+def test_the_dynamic_ultralytics_export_is_recognised_and_built_as_a_batched_detector(built_detect):
+    repo, results = built_detect
+    result = results[DETECTOR]
+    assert result.status.name == "OK", result.reason
+    assert result.framework == "yolo"
+    # height and width fixed at the export's imgsz, the class axis at 4 + 3 classes; the batch stays dynamic
+    assert result.signature.describe() == "images:float32[?x3x160x160] -> output0:float32[?x7x?]"
+
+
+def test_the_static_export_is_built_unbatched_and_refused_a_detect_ensemble(built_detect, tmp_path):
+    from fixtures_detect import add_detect_ensemble
+    from tritonforge.errors import BuildError
+
+    repo, results = built_detect
+    assert results[STATIC_DETECTOR].status.name == "OK", results[STATIC_DETECTOR].reason
+    assert results[STATIC_DETECTOR].signature.describe() == "images:float32[1x3x160x160] -> output0:float32[1x7x525]"
+    copy = tmp_path / "repo"
+    shutil.copytree(repo / STATIC_DETECTOR, copy / STATIC_DETECTOR)
+    with pytest.raises(BuildError, match="needs a detector with a dynamic batch axis: export it with dynamic=True"):
+        add_detect_ensemble(copy, STATIC_DETECTOR, YOLO_FIXTURE / "shapes.onnx")
+
+
+def test_an_ultralytics_checkpoint_is_refused_with_the_export_command(tmp_path):
+    from tritonforge.builder import BuildOptions, build_repository
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(YOLO_FIXTURE / "shapes.pt", models / "shapes.pt")
+    [result] = build_repository(models, tmp_path / "repo", BuildOptions())
+    assert result.status.name == "FAILED"
+    assert result.reason == ("shapes.pt: an ultralytics checkpoint, which needs ultralytics to load; export it to ONNX "
+                             "and build that: yolo export model=shapes.pt format=onnx dynamic=True")
+
+
+def test_the_detect_ensemble_is_wired_letterbox_detector_postprocess(built_detect):
+    from tritonforge.repository import config as config_file
+
+    repo, _ = built_detect
+    config = config_file.read(repo / f"{DETECTOR}_detect")
+    assert [s.model_name for s in config.ensemble_scheduling.step] == [f"{DETECTOR}_letterbox", DETECTOR,
+                                                                        f"{DETECTOR}_detect_post"]
+    assert [t.name for t in config.output] == list(OUTPUTS)
+    assert (repo / f"{DETECTOR}_detect" / "labels.txt").read_text().split() == NAMES
+
+
+def assert_same_detections(answer: dict[str, np.ndarray], expected: dict, row: int = 0) -> None:
+    count = int(answer["COUNT"][row, 0])
+    assert count == len(expected["boxes"]), (count, expected)
+    boxes, scores = answer["BOXES"][row, :count], answer["SCORES"][row, :count]
+    classes, names = answer["CLASSES"][row, :count], answer["NAMES"][row, :count]
+    assert classes.tolist() == expected["classes"]
+    assert [n.decode() for n in names] == expected["names"]
+    assert np.abs(boxes - np.array(expected["boxes"], np.float32).reshape(-1, 4)).max(initial=0) <= BOX_PX
+    assert np.abs(scores - np.array(expected["scores"], np.float32)).max(initial=0) <= SCORE_TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("image", IMAGES)
+def test_the_detect_ensemble_answers_ultralytics_detections(detect_server, protocol, image):
+    assert_same_detections(detect(detect_server, protocol, [image_bytes(image)]), ultralytics_detections()[image])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_images_of_different_sizes_in_one_request_each_get_their_own_boxes(detect_server, protocol):
+    answer = detect(detect_server, protocol, [image_bytes(i) for i in IMAGES])
+    for row, image in enumerate(IMAGES):
+        assert_same_detections(answer, ultralytics_detections()[image], row)
+    # rows with fewer boxes than the most are padded, and the padding says so
+    for row, count in enumerate(answer["COUNT"][:, 0]):
+        assert (answer["CLASSES"][row, count:] == -1).all() and (answer["NAMES"][row, count:] == b"").all()
+
+
+@pytest.mark.slow
+def test_concurrent_requests_are_batched_and_each_answered_right(detect_server):
+    """One image a request, many at once: the detector batches them, each request gets its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [IMAGES[i % len(IMAGES)] for i in range(20)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda name: detect(detect_server, "http", [image_bytes(name)]), jobs))
+    for name, answer in zip(jobs, answers):
+        assert_same_detections(answer, ultralytics_detections()[name])
+
+
+@pytest.mark.slow
+def test_the_detections_find_the_drawn_objects(detect_server):
+    """By eye, by number: every box the ensemble answers overlaps an object drawn there, of its class."""
+    drawn = json.loads((YOLO_FIXTURE / "images.json").read_text())
+    for image in IMAGES:
+        answer = detect(detect_server, "grpc", [image_bytes(image)])
+        count = int(answer["COUNT"][0, 0])
+        for box, name in zip(answer["BOXES"][0, :count], answer["NAMES"][0, :count]):
+            best = max(drawn[image], key=lambda o: iou(box, o["box"]))
+            assert iou(box, best["box"]) > 0.5 and best["class"] == name.decode(), (image, box, name, drawn[image])
+
+
+def iou(a, b) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
