@@ -3,6 +3,7 @@
     triton-infer iris_xgb --input rows.csv                       # HTTP, 127.0.0.1:8000
     triton-infer digits_cnn --input seven.png -i grpc --top-k 3  # gRPC, 127.0.0.1:8001
     triton-infer churn_pipeline --input rows.json --async --json
+    triton-infer shapes_detect --input street.jpg --draw boxes.png  # a detection ensemble's boxes, drawn
 
 Exit status: 0 answered, 1 the server refused (its message is printed as it wrote it),
 2 the files could not be read or the server could not be reached.
@@ -37,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json-data", action="store_true", help="HTTP: send tensors as JSON, not binary")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the answer as JSON")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--draw", type=Path, default=None, metavar="PNG",
+                   help="a detection ensemble (<name>_detect): draw the first image's boxes into this file")
     return p
 
 
@@ -70,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     print(format_json(result) if args.as_json else format_text(result))
+    if args.draw:
+        from tritonforge.clients.draw import DrawError, draw_detections
+
+        try:
+            drawn = draw_detections(args.inputs[0], result.outputs, args.draw)
+        except (DrawError, IndexError) as exc:
+            print(f"triton-infer: {exc}" if isinstance(exc, DrawError) else "triton-infer: --draw: give the image with --input", file=sys.stderr)
+            return 2
+        print(f"drew {drawn} box(es) into {args.draw}", file=sys.stderr)
     return 0
 
 
