@@ -141,3 +141,42 @@ def iou(a, b) -> float:
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.slow
+def test_check_repo_passes_the_detector_and_the_detect_ensemble_on_their_recorded_samples(detect_server, built_detect):
+    from tritonforge.serving.check import check_repository
+
+    repo, _ = built_detect
+    rows = check_repository(repo, http_url=detect_server.http_url, grpc_url=detect_server.grpc_url,
+                            models=[DETECTOR, f"{DETECTOR}_detect"])
+    assert len(rows) == 4 and all(r.ok for r in rows), rows
+
+
+def test_with_the_hook_wired_build_repo_writes_and_records_the_detect_ensemble(detect_models, tmp_path, monkeypatch):
+    """The wiring proposed for the build's ensemble stage (docs/DETECTION.md), applied here by
+    wrapping plan_ensembles: build-repo itself then writes, verifies and records shapes_detect."""
+    import json as json_module
+
+    from tritonforge.builder import BuildOptions, build_repository, pipeline, stages
+    from tritonforge.ensembles.library.detect import plan_for_build
+
+    def plan_ensembles_with_detection(build):
+        build = stages.plan_ensembles(build)
+        planned = plan_for_build(build)
+        if planned:
+            build.entries, build.ensemble_errors = planned
+        return build
+
+    wired = tuple(plan_ensembles_with_detection if s is stages.plan_ensembles else s for s in pipeline.STAGES)
+    monkeypatch.setattr(pipeline, "STAGES", wired)
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(detect_models / f"{DETECTOR}.onnx", models / f"{DETECTOR}.onnx")
+    results = {r.name: r for r in build_repository(models, tmp_path / "repo", BuildOptions(max_batch_size=8))}
+    assert {n: r.status.name for n, r in results.items()} == {
+        DETECTOR: "OK", f"{DETECTOR}_letterbox": "OK", f"{DETECTOR}_detect_post": "OK", f"{DETECTOR}_detect": "OK"}
+    manifest = json_module.loads((tmp_path / "repo" / "manifest.json").read_text())["models"]
+    assert manifest[DETECTOR]["versions"]["1"]["ensemble"] == [f"{DETECTOR}_letterbox", f"{DETECTOR}_detect_post",
+                                                               f"{DETECTOR}_detect"]
+    assert manifest[f"{DETECTOR}_detect"]["latest_version"] == 1

@@ -165,3 +165,17 @@ def plan_detect(model_name: str, source: str, detector, raw_settings: dict | Non
     entries.append(Entry(ensemble.name, ensemble, samples=(raw, {n: expected[n] for n in OUTPUTS}),
                          labels=tuple(settings["names"])))
     return entries, tuple(errors)
+
+
+def plan_for_build(build):
+    """The hook for the build's ensemble stage: ``(entries, errors)`` of ``<name>_detect`` around a
+    built detector with a dynamic batch axis, or None for any other model (and a static export,
+    which is served alone). ``build`` is the builder's ModelBuild after ``configure_entry``; the
+    sidecar's ``detect:`` mapping, once the sidecar reads one, overrides thresholds and names."""
+    detector = getattr(build.adapter, "detector", None)
+    if detector is None or build.config.max_batch_size == 0:
+        return None
+    checked = build.verified
+    return plan_detect(build.name, build.source.path.name, detector(build.model), getattr(build.sidecar, "detect", None),
+                       build.config, checked.run_artifact,
+                       lambda inputs: build.adapter.reference(build.model, inputs, build.signature), checked.atol, checked.rtol)
