@@ -79,6 +79,28 @@ def test_the_text_step_refuses_what_it_cannot_serve(tmp_path, raw, message):
     assert message in str(error.value)
 
 
+CUTS = [
+    ("BERT's pre-tokenizer", {"type": "BertPreTokenizer"}, "right", 4096),
+    ("byte-level BPE with its regex", {"type": "ByteLevel", "use_regex": True}, "right", 4096),
+    ("a sequence of whitespace splits", {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, {"type": "Digits"}]}, "right", 4096),
+    ("byte-level without its regex", {"type": "ByteLevel", "use_regex": False}, "right", 0),
+    ("sentencepiece that does not split", {"type": "Metaspace", "split": False}, "right", 0),
+    ("no pre-tokenizer", None, "right", 0),
+    ("left truncation", {"type": "BertPreTokenizer"}, "left", 0),
+]
+
+
+@pytest.mark.parametrize("case, pre_tokenizer, side, expected", CUTS, ids=[c[0] for c in CUTS])
+def test_a_long_text_is_cut_before_tokenizing_only_where_that_keeps_its_tokens(tmp_path, case, pre_tokenizer, side, expected):
+    import json
+
+    from tritonforge.ensembles.library.text import cut_chars
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps({"pre_tokenizer": pre_tokenizer}))
+    assert cut_chars(path, 512, side) == expected
+
+
 @pytest.mark.slow
 def test_pickled_weights_build_with_allow_pickle(tmp_path, text_models):
     results = build_one(tmp_path, text_models, _pickled_weights, allow_pickle=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from test_text_models import PROTOCOLS, infer, strings
+from test_text_models import ATOL, CLASSIFIERS, LABELS, PROTOCOLS, infer, pipeline_classes, strings
 
 pytestmark = pytest.mark.slow
 BAD_INPUT = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}
@@ -37,9 +37,21 @@ def test_hostile_text_is_a_clear_400_and_the_ensemble_keeps_answering(text_serve
     assert answer.shape == (1, 3) and np.isclose(answer.sum(), 1.0, atol=1e-5)
 
 
+LONG = {
+    "words": ("the film was not really very good but the actor was great héllo 日本語 " * 2000)[:131_000],
+    "one 128 KB word": "a" * 131_072,
+    "words after 100 KB of spaces": " " * 100_000 + "good film " * 3000,
+}
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_text_just_under_the_limit_is_answered_cut_at_the_models_length(text_server, protocol):
-    """Up to max_text_bytes a text is tokenized and cut (the documented truncation), not refused."""
-    long = ("good film " * 13_000)[:131_072]
-    answer = infer(text_server, protocol, "bert_reviews_ensemble", strings([long, "good film"]), "probabilities")
-    assert answer.shape == (2, 3) and np.allclose(answer.sum(axis=1), 1.0, atol=1e-5)
+@pytest.mark.parametrize("model", CLASSIFIERS)
+@pytest.mark.parametrize("case", LONG)
+def test_a_text_up_to_the_limit_is_answered_as_the_pipeline_answers_it_cut(text_server, text_models, protocol, model, case):
+    """Up to max_text_bytes a text is tokenized and cut at the model's length (the documented
+    truncation), exactly as transformers cuts it, however the step shortened it first."""
+    texts = [LONG[case].encode("utf-8")[:131_072].decode("utf-8", "ignore"), "good film"]
+    answer = infer(text_server, protocol, f"{model}_ensemble", strings(texts), "probabilities")
+    expected = pipeline_classes(text_models / model, texts)
+    for row, wanted in zip(answer, expected):
+        assert np.allclose([row[LABELS.index(label)] for label, _ in wanted], [s for _, s in wanted], atol=ATOL)

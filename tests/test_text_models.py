@@ -3,6 +3,7 @@ own pipelines do, over HTTP and gRPC, on the text table (a text past the model's
 empty text, non-ASCII text, all of them in one request of mixed lengths, and each alone)."""
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 import numpy as np
@@ -105,6 +106,8 @@ def test_ensemble_is_the_text_step_with_the_folders_tokenizer_then_the_model(bui
     step = repo / f"{model}_preprocess" / "1"
     assert (step / "tokenizer.json").is_file() and (step / "model.py").is_file()
     assert (step / "requirements.txt").read_text().split() == ["tokenizers"]
+    settings = json.loads(configs.read(repo / f"{model}_preprocess" / "config.pbtxt").parameters["tritonforge_step"].string_value)
+    assert settings["max_length"] == MAX_LENGTH and settings["cut_chars"] == 1024  # both tokenizers split at whitespace first
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -68,6 +68,7 @@ class TextStep(Step):
                 "pad_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0), "pad_token": str(tokenizer.pad_token),
                 "padding_side": tokenizer.padding_side, "truncation_side": tokenizer.truncation_side,
                 "requirements": ["tokenizers"]}
+        step["cut_chars"] = cut_chars(tokenizer_file, step["max_length"], step["truncation_side"])
         return StepModel(self, role, (raw_input(),), facts.signature.inputs, step, files=((TOKENIZER_FILE, tokenizer_file),))
 
     def run(self, module, inputs: Arrays, step: StepModel) -> Arrays:
@@ -87,6 +88,8 @@ class TextStep(Step):
         texts = [tokenizer.decode(row, skip_special_tokens=True) for row in samples["input_ids"]]
         if len(texts) >= 4:
             texts[1], texts[2], texts[3] = "", " ".join([texts[2] or "text"] * 4), f"{NON_ASCII} {texts[3]}"
+        if len(texts) >= 5:  # past the step's cut: verified against transformers on the whole text
+            texts[4] = " ".join([texts[4] or "text"] * (1 + 2 * step.settings["cut_chars"] // max(len(texts[4]), 1)))
         return {RAW: np.array([t.encode("utf-8") for t in texts], dtype=object).reshape(-1, 1)}
 
 
@@ -118,6 +121,26 @@ def _tokenizer_file(where: str, folder: Path, tokenizer) -> Path:
     backend.save(str(made))
     _MADE[made] = folder
     return made
+
+
+# Pre-tokenizers that split words at whitespace before anything else looks at them: a text cut
+# before a whitespace tokenizes into a prefix of the whole text's tokens.
+WHITESPACE_SPLITS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"}
+CHARS_PER_TOKEN = 8  # the first window a long text is cut to, per token the model reads
+
+
+def cut_chars(tokenizer_file: Path, max_length: int, truncation_side: str) -> int:
+    """How long a text may be before the step cuts it ahead of tokenizing (see the template's
+    ``shortened``), or 0 when cutting could change the kept tokens: left truncation, or a
+    pre-tokenizer not known to split at whitespace first."""
+    import json
+
+    spec = json.loads(tokenizer_file.read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    members = spec.get("pretokenizers", [spec]) if spec.get("type") == "Sequence" else [spec]
+    safe = all(m.get("type") in WHITESPACE_SPLITS
+               or (m.get("type") == "ByteLevel" and m.get("use_regex", True))
+               or (m.get("type") == "Metaspace" and m.get("split", True)) for m in members)
+    return max(1024, CHARS_PER_TOKEN * max_length) if safe and members and truncation_side == "right" else 0
 
 
 def source_folder(step: StepModel) -> Path:

@@ -13,7 +13,8 @@ Config parameter ``tritonforge_step`` (JSON)::
 
     {"tokenizer": "tokenizer.json", "max_length": 512, "max_text_bytes": 131072,
      "outputs": [{"name": "input_ids", "field": "ids"}, {"name": "attention_mask", "field": "attention_mask"}],
-     "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]", "padding_side": "right", "truncation_side": "right"}
+     "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]", "padding_side": "right", "truncation_side": "right",
+     "cut_chars": 4096}                # 0: never cut a long text before tokenizing it (see shortened)
 """
 import json
 import os
@@ -63,8 +64,34 @@ def texts(raw_rows, spec):
     return [decode(i, data, limit) for i, data in enumerate(raw_rows)]
 
 
+def whitespace_before(text, end):
+    """The start of the run of whitespace that the last word before ``end`` is followed by, or 0."""
+    cut = max(text.rfind(" ", 0, end), text.rfind("\n", 0, end), text.rfind("\t", 0, end))
+    while cut > 0 and text[cut - 1].isspace():
+        cut -= 1
+    return max(cut, 0)
+
+
+def shortened(tokenizer, text, spec):
+    """A text far longer than the model reads, cut before a whitespace where its own tokens already
+    overflow the model's length; then the tokens kept are the whole text's, since the tokenizer
+    splits words at whitespace before anything else (``cut_chars`` is 0 for one that does not).
+    A 128 KB text costs a few KB of tokenizing, not all of it."""
+    window = spec["cut_chars"]
+    while window and len(text) > window:
+        cut = whitespace_before(text, window)
+        if cut == 0:
+            return text
+        if tokenizer.encode(text[:cut]).overflowing:  # truncated already: the rest cannot reach the model
+            return text[:cut]
+        window *= 4
+    return text
+
+
 def encode(tokenizer, rows, spec):
     """One request's texts -> the model's token arrays, padded to its longest text."""
+    if spec["cut_chars"]:
+        rows = [shortened(tokenizer, text, spec) if len(text) > spec["cut_chars"] else text for text in rows]
     encodings = [tokenizer.encode(rows[0])] if len(rows) == 1 else tokenizer.encode_batch(rows)
     return {o["name"]: np.array([getattr(e, o["field"]) for e in encodings], dtype=np.int64) for o in spec["outputs"]}
 
