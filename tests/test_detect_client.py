@@ -35,3 +35,16 @@ def test_draw_on_an_answer_without_boxes_is_a_clear_error(detect_server, tmp_pat
     assert ("triton-infer: --draw needs a detection ensemble's outputs; the answer has no BOXES, SCORES, NAMES, COUNT"
             in capsys.readouterr().err)
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_triton_load_drives_the_detect_ensemble_with_its_recorded_images(detect_server, built_detect, tmp_path, protocol):
+    """triton-load sends the images the build recorded in shapes_detect's samples, one a request."""
+    from tritonforge.loadtests.run import LoadOptions, run_load
+
+    repo, _ = built_detect
+    host = f"http://{detect_server.http_url}" if protocol == "http" else detect_server.grpc_url
+    summary = run_load(LoadOptions(model=f"{DETECTOR}_detect", protocol=protocol, users=4, duration=4, host=host, repo=repo,
+                                   out=tmp_path / "report"))
+    assert summary.requests > 0 and summary.failures == 0, summary.failure_messages
+    assert summary.exceptions == []
