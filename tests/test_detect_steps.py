@@ -108,3 +108,55 @@ def test_v5_layout_scores_are_class_times_objectness():
     out = run_post(pred, {**POST_SPEC, "layout": "v5"})
     assert int(out["COUNT"][0, 0]) == 1 and out["CLASSES"][0].tolist() == [0]
     np.testing.assert_allclose(out["SCORES"][0], [0.45], rtol=1e-6)
+
+
+# (settings, the one-line refusal)
+BAD_SETTINGS = [
+    ({"confidence": 0.5}, "shapes.onnx: detect: unknown key 'confidence' (allowed: conf, iou, max_det, names, pad, max_bytes, max_pixels)"),
+    ({"conf": 1.5}, "shapes.onnx: detect: 'conf' must be a number in [0, 1], got 1.5"),
+    ({"iou": "high"}, "shapes.onnx: detect: 'iou' must be a number in [0, 1], got 'high'"),
+    ({"max_det": 0}, "shapes.onnx: detect: 'max_det' must be a positive integer, got 0"),
+    ({"max_pixels": True}, "shapes.onnx: detect: 'max_pixels' must be a positive integer, got True"),
+    ({"pad": 300}, "shapes.onnx: detect: 'pad' must be a grey level 0..255, got 300"),
+    ({"names": ["a"]}, "shapes.onnx: detect: 'names' must list 3 class names, one per class of the model"),
+]
+
+
+@pytest.mark.parametrize("settings, message", BAD_SETTINGS, ids=[m.split(": ", 2)[2] for _, m in BAD_SETTINGS])
+def test_bad_detect_settings_are_refused_in_one_line(settings, message):
+    from tritonforge.ensembles.library.detect import detect_settings
+    from tritonforge.errors import BuildError
+
+    with pytest.raises(BuildError) as error:
+        detect_settings("shapes.onnx", settings, tuple(POST_SPEC["names"]))
+    assert str(error.value) == message
+
+
+def test_settings_override_thresholds_and_names_on_the_real_export():
+    """A higher confidence answers exactly ultralytics' boxes above it (NMS only ever suppresses a box
+    by a better one), named by the settings' names."""
+    from fixtures_detect import YOLO_FIXTURE, ultralytics_detections
+    from tritonforge.converters import REGISTRY
+    from tritonforge.converters.probe import FileProbe
+    from tritonforge.ensembles.library.detect import detect_settings, steps
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    source = YOLO_FIXTURE / "shapes_dynamic.onnx"
+    probe = FileProbe(source)
+    adapter = REGISTRY.detect(probe)
+    model = adapter.load(probe, None)
+    detector = adapter.detector(model)
+    config = mc.ModelConfig(name="shapes", max_batch_size=8)
+    config.input.add(name="images", dims=[3, 160, 160])
+    config.output.add(name="output0", dims=[7, -1])
+    renamed = ["box", "disc", "wedge"]
+    letterbox, post = steps(detector, detect_settings("shapes.onnx", {"conf": 0.9, "names": renamed}, detector.names), config)
+    for image, expected in ultralytics_detections().items():
+        features = letterbox.run({"RAW": np.array([[(YOLO_FIXTURE / "images" / image).read_bytes()]], dtype=object)})
+        head = adapter.reference(model, {"images": features["images"]}, None)
+        out = post.run({**head, "IMAGE_SIZE": features["IMAGE_SIZE"]})
+        above = [i for i, s in enumerate(expected["scores"]) if s > 0.9]
+        count = int(out["COUNT"][0, 0])
+        assert count == len(above), image
+        assert [n.decode() for n in out["NAMES"][0, :count]] == [renamed[expected["classes"][i]] for i in above]
+        np.testing.assert_allclose(out["BOXES"][0, :count], [expected["boxes"][i] for i in above], atol=1.5)
