@@ -180,3 +180,56 @@ def test_with_the_hook_wired_build_repo_writes_and_records_the_detect_ensemble(d
     assert manifest[DETECTOR]["versions"]["1"]["ensemble"] == [f"{DETECTOR}_letterbox", f"{DETECTOR}_detect_post",
                                                                f"{DETECTOR}_detect"]
     assert manifest[f"{DETECTOR}_detect"]["latest_version"] == 1
+
+
+def _with_metadata(source, target, **props):
+    import onnx
+
+    model = onnx.load(str(source))
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(target))
+    return target
+
+
+# (case, how the file is made from the fixture's dynamic export, the adapter that takes it)
+DETECTION_CASES = [
+    ("an ultralytics detect export", lambda src, dst: shutil.copyfile(src, dst), "yolo"),
+    ("the same graph without metadata", lambda src, dst: _with_metadata(src, dst), "onnx"),
+    ("an ultralytics classify export", lambda src, dst: _with_metadata(src, dst, task="classify"), "onnx"),
+    ("a corrupt .onnx", lambda src, dst: dst.write_bytes(src.read_bytes()[:1000]), "onnx"),
+]
+
+
+@pytest.mark.parametrize("case, make, framework", DETECTION_CASES, ids=[c[0] for c in DETECTION_CASES])
+def test_only_ultralytics_detect_exports_go_to_the_yolo_adapter(tmp_path, case, make, framework):
+    from tritonforge.converters import REGISTRY
+    from tritonforge.converters.probe import FileProbe
+
+    path = tmp_path / "model.onnx"
+    make(YOLO_FIXTURE / "shapes_dynamic.onnx", path)
+    assert REGISTRY.detect(FileProbe(path)).framework == framework
+
+
+# (metadata props, the one-line refusal)
+BAD_METADATA = [
+    ({"task": "detect", "stride": "32", "imgsz": "[160, 160]"}, "ultralytics metadata 'names' is missing or unreadable (None)"),
+    ({"task": "detect", "names": "{0: 'a', 1: 'b', 2: 'c'}", "stride": "32", "imgsz": "[100, 160]"},
+     "imgsz 100x160 is not a multiple of the stride 32"),
+    ({"task": "detect", "names": "{0: 'a', 1: 'b'}", "stride": "32", "imgsz": "[160, 160]"},
+     "output shape [?, 7, ?] is neither [batch, 4 + 2, anchors] (v8/v11) nor [batch, anchors, 5 + 2] (v5)"),
+    ({"task": "detect", "names": "{1: 'a'}", "stride": "32", "imgsz": "[160, 160]"},
+     "ultralytics metadata 'names' is not a dict of class indices 0..n-1"),
+]
+
+
+@pytest.mark.parametrize("props, message", BAD_METADATA, ids=[m for _, m in BAD_METADATA])
+def test_unreadable_detector_metadata_is_refused_in_one_line(tmp_path, props, message):
+    from tritonforge.builder import BuildOptions, build_repository
+
+    models = tmp_path / "models"
+    models.mkdir()
+    _with_metadata(YOLO_FIXTURE / "shapes_dynamic.onnx", models / "odd.onnx", **props)
+    [result] = build_repository(models, tmp_path / "repo", BuildOptions())
+    assert result.status.name == "FAILED" and result.reason == f"odd.onnx: {message}"

@@ -4,9 +4,9 @@ and ``.pt`` checkpoints (refused with the command that exports them: ultralytics
 An ultralytics export records ``names`` (a dict literal), ``stride`` (the largest), ``imgsz``
 ([height, width]) and ``batch`` as ONNX metadata props. Its one output is laid out
 ``[batch, 4 + classes, anchors]`` (v8/v11: cx, cy, w, h, class scores) or ``[batch, anchors,
-5 + classes]`` (v5: with objectness). A ``dynamic=True`` export leaves every axis symbolic (the
-class axis too, ``Concatoutput0_dim_1``), and only heights and widths that are multiples of the
-stride run at all: the entry is written with its height and width fixed at the export's ``imgsz``
+5 + classes]`` (v5: with objectness). A ``dynamic=True`` export leaves batch, height and width
+symbolic (the class axis may be too: ``Concatoutput0_dim_1``), and only heights and widths that
+are multiples of the stride run at all: the entry is written with its height and width fixed at the export's ``imgsz``
 (and the class axis at its count), which is what the detection ensemble's letterbox feeds, so
 verification rows are images of that size, not generic rows.
 """
@@ -90,7 +90,8 @@ def _layout(dims: list[int | None], classes: int, height: int, width: int, strid
         return "v8"
     if b == 5 + classes:
         return "v5"
-    raise BuildError(f"{source}: output shape {dims} is neither [batch, 4 + {classes}, anchors] (v8/v11) "
+    shown = ", ".join("?" if d is None else str(d) for d in dims)
+    raise BuildError(f"{source}: output shape [{shown}] is neither [batch, 4 + {classes}, anchors] (v8/v11) "
                      f"nor [batch, anchors, 5 + {classes}] (v5)")
 
 
