@@ -38,7 +38,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonforge.serving import process as triton
+import tritonforge.serving.process as triton  # the module itself: importing the package would loop back here
 from tritonforge.serving.errors import ServeError
 from tritonforge.repository import model_folders
 from tritonforge.serving.loading import ModelLoader, config_name_for, cpu_config, read_config

@@ -84,6 +84,7 @@ class ModelFacts:
     scores_output: str | None  # the output that labels describe
     outputs_are_probabilities: bool
     folder: Path = Path(".")  # where the sidecar's relative paths (a user step's file) start
+    source: Path | None = None  # the model's own file or folder (a text step reads its tokenizer there)
 
 
 class Step:

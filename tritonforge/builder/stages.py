@@ -289,7 +289,7 @@ def plan_ensembles(build: ModelBuild) -> ModelBuild:
         return build
     facts = ModelFacts(build.signature, adapter.feature_names(build.model), adapter.accepts_missing, build.labels,
                        build.labels_output, are_probabilities(checked.expected.get(build.labels_output)),
-                       build.source.path.parent)
+                       build.source.path.parent, build.source.path)
     build.entries, build.ensemble_errors = ensembles.plan(
         build.name, build.source.path.name, sidecar, facts, build.config, checked.samples, checked.run_artifact,
         lambda inputs: adapter.reference(build.model, inputs, build.signature), checked.atol, checked.rtol)
