@@ -13,9 +13,9 @@ DETECTOR = "shapes"  # the dynamic=True export, under this name in the models fo
 STATIC_DETECTOR = "shapes_static"  # the static export (batch 1)
 
 
-def ultralytics_detections() -> dict:
-    """ultralytics' own predictions on the dynamic export, by image name (detections.json)."""
-    return json.loads((YOLO_FIXTURE / "detections.json").read_text())["detections"]["shapes_dynamic.onnx"]
+def ultralytics_detections(export: str = "shapes_dynamic.onnx") -> dict:
+    """ultralytics' own predictions on an export (the dynamic one by default), by image name (detections.json)."""
+    return json.loads((YOLO_FIXTURE / "detections.json").read_text())["detections"][export]
 
 
 def add_detect_ensemble(repo: Path, name: str, source: Path, settings: dict | None = None) -> list[str]:
@@ -52,13 +52,14 @@ def detect_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def built_detect(detect_models, tmp_path_factory):
-    """The detectors built once, with the detection ensemble around the dynamic one: (repository, results by name)."""
+    """The detectors built once, each with its detection ensemble: (repository, results by name)."""
     from tritonforge.builder import BuildOptions, build_repository
 
     repo = tmp_path_factory.mktemp("detect_built") / "model_repository"
     results = {r.name: r for r in build_repository(detect_models, repo, BuildOptions(max_batch_size=8))}
-    if results[DETECTOR].status.name == "OK":
-        add_detect_ensemble(repo, DETECTOR, detect_models / f"{DETECTOR}.onnx")
+    for name in (DETECTOR, STATIC_DETECTOR):
+        if results[name].status.name == "OK":
+            add_detect_ensemble(repo, name, detect_models / f"{name}.onnx")
     return repo, results
 
 

@@ -48,17 +48,27 @@ def test_the_dynamic_ultralytics_export_is_recognised_and_built_as_a_batched_det
     assert result.signature.describe() == "images:float32[?x3x160x160] -> output0:float32[?x7x?]"
 
 
-def test_the_static_export_is_built_unbatched_and_refused_a_detect_ensemble(built_detect, tmp_path):
-    from fixtures_detect import add_detect_ensemble
-    from tritonforge.errors import BuildError
-
+def test_the_static_export_is_built_unbatched(built_detect):
     repo, results = built_detect
     assert results[STATIC_DETECTOR].status.name == "OK", results[STATIC_DETECTOR].reason
     assert results[STATIC_DETECTOR].signature.describe() == "images:float32[1x3x160x160] -> output0:float32[1x7x525]"
-    copy = tmp_path / "repo"
-    shutil.copytree(repo / STATIC_DETECTOR, copy / STATIC_DETECTOR)
-    with pytest.raises(BuildError, match="needs a detector with a dynamic batch axis: export it with dynamic=True"):
-        add_detect_ensemble(copy, STATIC_DETECTOR, YOLO_FIXTURE / "shapes.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("image", IMAGES)
+def test_the_static_exports_ensemble_answers_ultralytics_detections_one_image_a_request(detect_server, protocol, image):
+    answer = detect(detect_server, protocol, [image_bytes(image)], model=f"{STATIC_DETECTOR}_detect")
+    assert_same_detections(answer, ultralytics_detections("shapes.onnx")[image])
+
+
+@pytest.mark.slow
+def test_the_static_exports_ensemble_refuses_two_images_in_one_request(detect_server):
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match=r"expected \[1,1\]|unexpected shape") as error:
+        detect(detect_server, "http", [image_bytes(IMAGES[0])] * 2, model=f"{STATIC_DETECTOR}_detect")
+    assert error.value.status() == "400"
 
 
 def test_an_ultralytics_checkpoint_is_refused_with_the_export_command(tmp_path):
@@ -144,13 +154,13 @@ def iou(a, b) -> float:
 
 
 @pytest.mark.slow
-def test_check_repo_passes_the_detector_and_the_detect_ensemble_on_their_recorded_samples(detect_server, built_detect):
+def test_check_repo_passes_the_detectors_and_their_detect_ensembles_on_their_recorded_samples(detect_server, built_detect):
     from tritonforge.serving.check import check_repository
 
     repo, _ = built_detect
     rows = check_repository(repo, http_url=detect_server.http_url, grpc_url=detect_server.grpc_url,
-                            models=[DETECTOR, f"{DETECTOR}_detect"])
-    assert len(rows) == 4 and all(r.ok for r in rows), rows
+                            models=[DETECTOR, f"{DETECTOR}_detect", STATIC_DETECTOR, f"{STATIC_DETECTOR}_detect"])
+    assert len(rows) == 8 and all(r.ok for r in rows), rows
 
 
 def test_with_the_hook_wired_build_repo_writes_and_records_the_detect_ensemble(detect_models, tmp_path, monkeypatch):

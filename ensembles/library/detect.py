@@ -29,7 +29,7 @@ from tritonforge import verify
 from tritonforge.errors import BuildError
 from tritonforge.repository import STRING, TensorSpec
 
-from .base import RAW, Arrays, Step, StepModel, raw_input
+from .base import RAW, Arrays, Step, StepModel
 
 Run = Callable[[Arrays], Arrays]
 
@@ -90,16 +90,21 @@ def steps(detector, settings: dict[str, Any], model_config: mc.ModelConfig) -> t
     """The letterbox and postprocess step models for ``detector`` (a :class:`~converters.adapters.yolo.Detector`)."""
     [image] = [t for t in model_config.input if t.name == detector.input]
     [head] = [t for t in model_config.output if t.name == detector.output]
-    image_spec = TensorSpec(detector.input, np.dtype(np.float32), (-1, *image.dims))
-    size_spec = TensorSpec(IMAGE_SIZE, np.dtype(np.int32), (-1, 2))
-    letterbox = StepModel(LETTERBOX, "preprocess", (raw_input(),), (image_spec, size_spec),
+    # A batched detector's dims leave out the batch; an unbatched one's (a static export, batch 1)
+    # are whole, and its steps then take and give exactly one image.
+    batch = (-1,) if model_config.max_batch_size > 0 else ()
+    rows = -1 if model_config.max_batch_size > 0 else 1
+    image_spec = TensorSpec(detector.input, np.dtype(np.float32), (*batch, *image.dims))
+    size_spec = TensorSpec(IMAGE_SIZE, np.dtype(np.int32), (rows, 2))
+    raw = TensorSpec(RAW, STRING, (rows, 1))
+    letterbox = StepModel(LETTERBOX, "preprocess", (raw,), (image_spec, size_spec),
                           {"output": detector.input, "dtype": "float32", "height": detector.height, "width": detector.width,
                            "pad": settings["pad"], "size_output": IMAGE_SIZE, "max_bytes": settings["max_bytes"],
                            "max_pixels": settings["max_pixels"]})
-    head_spec = TensorSpec(detector.output, np.dtype(np.float32), (-1, *head.dims))
-    outputs = (TensorSpec("BOXES", np.dtype(np.float32), (-1, -1, 4)), TensorSpec("SCORES", np.dtype(np.float32), (-1, -1)),
-               TensorSpec("CLASSES", np.dtype(np.int32), (-1, -1)), TensorSpec("NAMES", STRING, (-1, -1)),
-               TensorSpec("COUNT", np.dtype(np.int32), (-1, 1)))
+    head_spec = TensorSpec(detector.output, np.dtype(np.float32), (*batch, *head.dims))
+    outputs = (TensorSpec("BOXES", np.dtype(np.float32), (rows, -1, 4)), TensorSpec("SCORES", np.dtype(np.float32), (rows, -1)),
+               TensorSpec("CLASSES", np.dtype(np.int32), (rows, -1)), TensorSpec("NAMES", STRING, (rows, -1)),
+               TensorSpec("COUNT", np.dtype(np.int32), (rows, 1)))
     post = StepModel(DETECT_POST, "postprocess", (head_spec, size_spec), outputs,
                      {"input": detector.output, "size_input": IMAGE_SIZE, "layout": detector.layout, "names": settings["names"],
                       "height": detector.height, "width": detector.width, "conf": float(settings["conf"]),
@@ -132,9 +137,6 @@ def plan_detect(model_name: str, source: str, detector, raw_settings: dict | Non
     from ..build import Entry
     from .. import wiring
 
-    if model_config.max_batch_size == 0:
-        raise BuildError(f"{source}: the detection ensemble needs a detector with a dynamic batch axis: "
-                         "export it with dynamic=True (yolo export ... format=onnx dynamic=True)")
     settings = detect_settings(source, raw_settings, detector.names)
     letterbox, post = steps(detector, settings, model_config)
     mbs = model_config.max_batch_size
@@ -143,6 +145,8 @@ def plan_detect(model_name: str, source: str, detector, raw_settings: dict | Non
     ensemble = wiring.ensemble_config(ensemble_name(model_name), [configs[0], model_config, configs[1]])
 
     raw = sample_images()
+    if mbs == 0:  # an unbatched detector takes one image a request: verify on the first
+        raw = {RAW: raw[RAW][:1]}
     try:
         features = letterbox.run(raw)
         images = {detector.input: features[detector.input]}
@@ -169,11 +173,11 @@ def plan_detect(model_name: str, source: str, detector, raw_settings: dict | Non
 
 def plan_for_build(build):
     """The hook for the build's ensemble stage: ``(entries, errors)`` of ``<name>_detect`` around a
-    built detector with a dynamic batch axis, or None for any other model (and a static export,
-    which is served alone). ``build`` is the builder's ModelBuild after ``configure_entry``; the
+    built detector (batched, or a static export taking one image a request), or None for any other
+    model. ``build`` is the builder's ModelBuild after ``configure_entry``; the
     sidecar's ``detect:`` mapping, once the sidecar reads one, overrides thresholds and names."""
     detector = getattr(build.adapter, "detector", None)
-    if detector is None or build.config.max_batch_size == 0:
+    if detector is None:
         return None
     checked = build.verified
     return plan_detect(build.name, build.source.path.name, detector(build.model), getattr(build.sidecar, "detect", None),
