@@ -13,6 +13,10 @@ export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/build-repo models/ model_repository/ --allow-pickle
 # The text example (HuggingFace folder + sidecar): its model and its text ensemble (docs/TEXT.md).
 HF_HUB_OFFLINE=1 .venv/bin/build-repo models_text/ model_repository/
+# The detection example: a small YOLO exported by ultralytics (the test fixture) and 24 held-out
+# images with known objects; its build adds shapes_detect (image bytes in, boxes out; docs/DETECTION.md).
+.venv/bin/python examples/detect_example.py models_detect/
+.venv/bin/build-repo models_detect/ model_repository/
 # Starts serve-repo on 127.0.0.1, sends each model's stored samples over HTTP and gRPC, stops it.
 .venv/bin/check-repo model_repository/
 
@@ -38,5 +42,8 @@ echo "--- the first wine of each cultivar, from the LightGBM model built for Tri
 .venv/bin/triton-infer wine_lgbm --input examples/inputs/wine_rows.csv --top-k 1 -u "$URL"
 echo "--- six reviews it never saw (a review is positive when its one opinion word is), strings in, tokenized in Triton:"
 .venv/bin/triton-infer review_text_ensemble --input examples/inputs/text_reviews.csv --top-k 1 -u "$URL"
+echo "--- 24 held-out images of squares, circles and triangles through the detection ensemble (mAP50), one drawn:"
+.venv/bin/python examples/detect_example.py models_detect/ --score "$URL"
+.venv/bin/triton-infer shapes_detect --input models_detect_held_out/shapes_01.jpg -u "$URL" --draw shapes_01_boxes.png
 echo "--- four customers (the rule: churns when younger than 35 XOR living in nice), over gRPC:"
 .venv/bin/triton-infer churn_pipeline_ensemble --input examples/inputs/churn_rows.json -i grpc -u "127.0.0.1:$GRPC_PORT"

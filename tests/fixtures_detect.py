@@ -18,29 +18,6 @@ def ultralytics_detections(export: str = "shapes_dynamic.onnx") -> dict:
     return json.loads((YOLO_FIXTURE / "detections.json").read_text())["detections"][export]
 
 
-def add_detect_ensemble(repo: Path, name: str, source: Path, settings: dict | None = None) -> list[str]:
-    """What build-repo's ensemble stage does for a detector once wired (see docs/DETECTION.md): the
-    letterbox, postprocess and ``<name>_detect`` entries planned and verified by
-    :func:`plan_detect` around the built entry, then written."""
-    from tritonforge.converters import REGISTRY
-    from tritonforge.converters.formats import get as get_format
-    from tritonforge.converters.probe import FileProbe
-    from tritonforge.ensembles.library.detect import plan_detect
-    from tritonforge import verify
-    from tritonforge.builder.files import write_entry
-    from tritonforge.repository import config as config_file
-
-    probe = FileProbe(source)
-    adapter = REGISTRY.detect(probe)
-    model = adapter.load(probe, None)
-    entries, _ = plan_detect(name, source.name, adapter.detector(model), settings, config_file.read(repo / name),
-                             get_format("onnx").runner(repo / name / "1" / "model.onnx"),
-                             lambda inputs: adapter.reference(model, inputs, None), verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)
-    for entry in entries:
-        write_entry(repo, entry, lambda version, files: None)
-    return [entry.name for entry in entries]
-
-
 @pytest.fixture(scope="session")
 def detect_models(tmp_path_factory) -> Path:
     """A models folder with both ultralytics exports. Read-only for tests: copy before changing."""
@@ -52,14 +29,12 @@ def detect_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def built_detect(detect_models, tmp_path_factory):
-    """The detectors built once, each with its detection ensemble: (repository, results by name)."""
+    """The detectors built once by build-repo, each with the detection ensemble its build plans:
+    (repository, results by name)."""
     from tritonforge.builder import BuildOptions, build_repository
 
     repo = tmp_path_factory.mktemp("detect_built") / "model_repository"
     results = {r.name: r for r in build_repository(detect_models, repo, BuildOptions(max_batch_size=8))}
-    for name in (DETECTOR, STATIC_DETECTOR):
-        if results[name].status.name == "OK":
-            add_detect_ensemble(repo, name, detect_models / f"{name}.onnx")
     return repo, results
 
 

@@ -163,23 +163,13 @@ def test_check_repo_passes_the_detectors_and_their_detect_ensembles_on_their_rec
     assert len(rows) == 8 and all(r.ok for r in rows), rows
 
 
-def test_with_the_hook_wired_build_repo_writes_and_records_the_detect_ensemble(detect_models, tmp_path, monkeypatch):
-    """The wiring proposed for the build's ensemble stage (docs/DETECTION.md), applied here by
-    wrapping plan_ensembles: build-repo itself then writes, verifies and records shapes_detect."""
+def test_build_repo_writes_and_records_the_detect_ensemble(detect_models, tmp_path):
+    """build-repo's plan_detection stage: the detector, its letterbox and postprocess steps and
+    ``<name>_detect``, each written, verified and recorded in the manifest."""
     import json as json_module
 
-    from tritonforge.builder import BuildOptions, build_repository, pipeline, stages
-    from tritonforge.ensembles.library.detect import plan_for_build
+    from tritonforge.builder import BuildOptions, build_repository
 
-    def plan_ensembles_with_detection(build):
-        build = stages.plan_ensembles(build)
-        planned = plan_for_build(build)
-        if planned:
-            build.entries, build.ensemble_errors = planned
-        return build
-
-    wired = tuple(plan_ensembles_with_detection if s is stages.plan_ensembles else s for s in pipeline.STAGES)
-    monkeypatch.setattr(pipeline, "STAGES", wired)
     models = tmp_path / "models"
     models.mkdir()
     shutil.copyfile(detect_models / f"{DETECTOR}.onnx", models / f"{DETECTOR}.onnx")
@@ -190,6 +180,18 @@ def test_with_the_hook_wired_build_repo_writes_and_records_the_detect_ensemble(d
     assert manifest[DETECTOR]["versions"]["1"]["ensemble"] == [f"{DETECTOR}_letterbox", f"{DETECTOR}_detect_post",
                                                                f"{DETECTOR}_detect"]
     assert manifest[f"{DETECTOR}_detect"]["latest_version"] == 1
+
+
+def test_a_sidecar_detect_group_sets_the_thresholds_and_a_bad_key_is_refused(detect_models, tmp_path):
+    from tritonforge.builder import build_repository
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(detect_models / f"{DETECTOR}.onnx", models / f"{DETECTOR}.onnx")
+    (models / f"{DETECTOR}.yaml").write_text("detect: {threshold: 0.5}\n")
+    results = {r.name: r for r in build_repository(models, tmp_path / "repo")}
+    assert results[DETECTOR].status.name == "FAILED"
+    assert "detect: unknown key 'threshold'" in results[DETECTOR].reason
 
 
 def _with_metadata(source, target, **props):

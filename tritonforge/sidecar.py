@@ -123,6 +123,9 @@ class Sidecar:
     response_cache: bool = False
     allow_nan: bool | None = None  # None: refuse NaN in the inputs the source model cannot take it in
     fil: dict | None = None  # the FIL entry's group ({output: class_index}), read by the FIL format
+    detect: dict | None = None  # a detector's ensemble settings (conf, iou, max_det, names...), read by ensembles/library/detect.py
+    task: str | None = None  # a text model's task: classification | embedding (default: its config's architecture)
+    normalize: bool | None = None  # a text embedding at unit length
     tolerance: Tolerance = Tolerance()
     batching: Batching = Batching()
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
@@ -237,6 +240,13 @@ def _keys(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> dict:
     return value
 
 
+def _mapping(where: str, key: str, value: Any) -> dict:
+    """A group whose keys the module that reads it checks (it names this sidecar in its refusal)."""
+    if not isinstance(value, dict):
+        raise BuildError(f"{where}: '{key}' must be a mapping")
+    return value
+
+
 def _tensorrt(r: _Reader, value: Any) -> dict[str, Any]:
     value = _keys(r.where, "tensorrt", value, ("precision", "max_workspace_bytes"))
     out: dict[str, Any] = {}
@@ -249,6 +259,7 @@ def _tensorrt(r: _Reader, value: Any) -> dict[str, Any]:
 
 
 GRAPH_LEVELS = ("basic", "extended", "disabled")
+TEXT_TASKS = ("classification", "embedding")  # what a HuggingFace folder is built as (converters/adapters/huggingface.py)
 
 
 def _onnxruntime(r: _Reader, value: Any) -> dict[str, Any]:
@@ -377,6 +388,9 @@ KEYS: dict[str, Key] = {
     "response_cache": Key(_simple("response_cache", lambda r, v: _bool(r.where, "response_cache", v))),
     "allow_nan": Key(_simple("allow_nan", lambda r, v: _bool(r.where, "allow_nan", v))),
     "fil": Key(_simple("fil", lambda r, v: _keys(r.where, "fil", v, ("output",)))),
+    "task": Key(_simple("task", lambda r, v: _choice(r.where, "task", v, TEXT_TASKS))),
+    "detect": Key(_simple("detect", lambda r, v: _mapping(r.where, "detect", v))),
+    "normalize": Key(_simple("normalize", lambda r, v: _bool(r.where, "normalize", v))),
     "precision": Key(_precisions),
     "calibration": Key(_file("calibration", "precision.calibration"), names_file="value"),
     "precision_gate": Key(_gate),

@@ -75,9 +75,14 @@ def read_config(folder: Path) -> dict | None:
 
 
 def text_settings(sidecar: Sidecar) -> dict:
-    """The text step's settings in the sidecar (``preprocess: {step: text, task: ..., normalize: ...}``)."""
+    """``task`` and ``normalize`` from the sidecar: its own keys, else the text step's settings
+    (``preprocess: {step: text, task: ..., normalize: ...}``)."""
+    if sidecar is None:
+        return {}
     step = sidecar.preprocess
-    return step if isinstance(step, dict) and step.get("step") == "text" else {}
+    settings = dict(step) if isinstance(step, dict) and step.get("step") == "text" else {}
+    settings.update({k: v for k, v in (("task", sidecar.task), ("normalize", sidecar.normalize)) if v is not None})
+    return settings
 
 
 def max_tokens(tokenizer: Any, config: Any) -> int:

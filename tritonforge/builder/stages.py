@@ -13,6 +13,7 @@ from ..converters.formats import fil as fil_format
 from ..converters.precision import fingerprint_key as precision_key
 from ..converters.probe import FileProbe, one_line
 from ..ensembles import ModelFacts
+from ..ensembles.library import detect as detect_library
 from ..errors import BuildError
 from ..repository import DYNAMIC, SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
 from ..repository import config as config_file
@@ -298,6 +299,18 @@ def plan_ensembles(build: ModelBuild) -> ModelBuild:
     return build
 
 
+def plan_detection(build: ModelBuild) -> ModelBuild:
+    """A detector's ensemble (``<name>_detect``: image bytes in, boxes, scores, classes out), verified
+    against the export, whatever the sidecar asks otherwise (its ``detect:`` group sets thresholds)."""
+    planned = detect_library.plan_for_build(build)
+    if planned is not None:
+        entries, errors = planned
+        for entry in entries:
+            build.manifest.refuse_foreign(entry.name)
+        build.entries, build.ensemble_errors = [*build.entries, *entries], errors or build.ensemble_errors
+    return build
+
+
 def install(build: ModelBuild) -> ModelBuild:
     """The staged version moved into the repository: one rename, then the config. The manifest
     records the version and the sha256 of each of its files first, so a build killed at any
@@ -377,6 +390,6 @@ STAGES = (
     load, stage_version, convert,  # convert
     verify_artifact, verify_other_sizes, nan_policy,  # verify
     settle_serving, configure_entry,  # configure (configs are parsed back as they are written: validate)
-    write, validate_in_triton, plan_ensembles, install, install_ensembles,  # write (validate: Triton loads it first)
+    write, validate_in_triton, plan_ensembles, plan_detection, install, install_ensembles,  # write (validate: Triton loads it first)
     build_reduced, record, replace_with_reduced, save,  # record what was built (the report is the results)
 )
