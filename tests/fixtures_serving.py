@@ -28,6 +28,21 @@ def wait_for(condition, seconds: float = 60.0) -> bool:
     return condition()
 
 
+def load_copy(server, served_repo: Path, built_model: Path, served: str) -> str:
+    """A built entry copied into a served repository as ``served`` (config renamed, per-host
+    variants dropped) and loaded there: one shared server answers entries of many builds."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    if not (served_repo / served).exists():
+        shutil.copytree(built_model, served_repo / served)
+        config = text_format.Parse((served_repo / served / "config.pbtxt").read_text(), mc.ModelConfig())
+        config.name = served
+        (served_repo / served / "config.pbtxt").write_text(text_format.MessageToString(config))
+        shutil.rmtree(served_repo / served / "configs", ignore_errors=True)
+        server.load(served)
+    return served
+
+
 WEIGHTS = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
 
 

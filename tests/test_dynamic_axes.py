@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from fixtures_serving import load_copy
 from tritonforge.builder import BuildOptions, build_repository
 
 SEQUENCE_SIDECAR = "inputs: [{name: series, shape: [-1, -1, 8], dtype: float32}]\n"
@@ -146,13 +147,8 @@ def test_triton_loads_the_entry_and_answers_lengths_it_never_saw(sequence_build,
     import tritonclient.http as http
 
     repo, _, sources = sequence_build
-    served = f"seq_{name}"
-    shutil.copytree(repo / name, tiny_repo / served)
+    served = load_copy(tiny_server, tiny_repo, repo / name, f"seq_{name}")
     config = text_format.Parse((tiny_repo / served / "config.pbtxt").read_text(), mc.ModelConfig())
-    config.name = served
-    (tiny_repo / served / "config.pbtxt").write_text(text_format.MessageToString(config))
-    shutil.rmtree(tiny_repo / served / "configs", ignore_errors=True)
-    tiny_server.load(served)
     client = http.InferenceServerClient(tiny_server.http_url.removeprefix("http://"))
     for length in (17, 5):
         inputs = _request(name, length)

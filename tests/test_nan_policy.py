@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from fixtures_serving import load_copy
 from tritonforge.builder import BuildOptions, build_repository
 from tritonforge.repository.layout import REFUSE_NAN_PARAMETER
 
@@ -55,14 +56,7 @@ def test_serve_repo_answers_a_nan_row_with_400_naming_the_input_and_rows_without
     from tritonclient.utils import InferenceServerException
 
     repo, sources = nan_build
-    served = "nan_iris_logistic"
-    if not (tiny_repo / served).exists():
-        shutil.copytree(repo / "iris_logistic", tiny_repo / served)
-        config = text_format.Parse((tiny_repo / served / "config.pbtxt").read_text(), mc.ModelConfig())
-        config.name = served
-        (tiny_repo / served / "config.pbtxt").write_text(text_format.MessageToString(config))
-        shutil.rmtree(tiny_repo / served / "configs", ignore_errors=True)
-        tiny_server.load(served)
+    served = load_copy(tiny_server, tiny_repo, repo / "iris_logistic", "nan_iris_logistic")
     module = httpclient if protocol == "http" else grpcclient
     client = module.InferenceServerClient(tiny_server.http_url.removeprefix("http://") if protocol == "http" else tiny_server.grpc_url)
     rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.0, np.nan, 4.5, 1.5]], np.float32)

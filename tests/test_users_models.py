@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from fixtures_serving import load_copy
 from tritonforge.builder import BuildOptions, build_repository
 
 WORDS = "good bad great awful fine poor nice terrible ok meh".split()
@@ -75,14 +76,7 @@ def test_a_named_keras_input_with_an_adapted_layer_builds_with_only_its_own_inpu
 
 
 def _served(tiny_server, tiny_repo, repo, name):
-    served = f"users_{name}"
-    shutil.copytree(repo / name, tiny_repo / served)
-    config = text_format.Parse((tiny_repo / served / "config.pbtxt").read_text(), mc.ModelConfig())
-    config.name = served
-    (tiny_repo / served / "config.pbtxt").write_text(text_format.MessageToString(config))
-    shutil.rmtree(tiny_repo / served / "configs", ignore_errors=True)
-    tiny_server.load(served)
-    return served
+    return load_copy(tiny_server, tiny_repo, repo / name, f"users_{name}")
 
 
 @pytest.mark.slow
