@@ -16,6 +16,9 @@ OWN = [  # (case, linear.yaml, what the FAILED line must say)
     ("an infinite tolerance", "tolerance: {atol: .inf}", "linear.yaml: 'tolerance.atol' must be a finite number >= 0"),
     ("too many instances", "instances: 100000", "linear.yaml: 'instances' must be an integer <= 1024"),
     ("an unknown key", "max_batchsize: 4", "linear.yaml: unknown key 'max_batchsize'"),
+    ("fuse as a word", "fuse: 'yes'", "linear.yaml: 'fuse' must be true or false, got 'yes'"),
+    ("fuse as a number", "fuse: 1", "linear.yaml: 'fuse' must be true or false, got 1"),
+    ("fuse as a mapping", "fuse: {detect: true}", "linear.yaml: 'fuse' must be true or false, got {'detect': True}"),
 ]
 
 
@@ -35,6 +38,7 @@ FOLDER = [
     ("a key that is no name", "models:\n  'a b!': {max_batch_size: 4}", "tritonforge.yaml: 'models.'a b!'' names no model"),
     ("a default past int32", "defaults: {max_batch_size: 4294967296}",
      "tritonforge.yaml defaults: 'max_batch_size' must be an integer <= 2147483647"),
+    ("a default fuse that is no boolean", "defaults: {fuse: maybe}", "tritonforge.yaml defaults: 'fuse' must be true or false"),
 ]
 
 

@@ -16,6 +16,7 @@ Every key is optional::
     opset: 17
     preprocess: {step: tabular}  # an ensemble: Python-backend steps around the model (see ensembles/)
     postprocess: {step: classify, top_k: 3}
+    fuse: true                   # also <ensemble>_fused: the steps inside one ONNX graph where they can be (build-repo --fuse)
 
 A folder may also hold ``tritonforge.yaml`` with ``defaults:`` for every model and ``models:``
 keyed by model name; a model's own sidecar wins over both.
@@ -126,6 +127,7 @@ class Sidecar:
     detect: dict | None = None  # a detector's ensemble settings (conf, iou, max_det, names...), read by ensembles/library/detect.py
     task: str | None = None  # a text model's task: classification | embedding (default: its config's architecture)
     normalize: bool | None = None  # a text embedding at unit length
+    fuse: bool | None = None  # <ensemble>_fused beside the ensemble (ensembles/fused); None: build-repo's --fuse
     tolerance: Tolerance = Tolerance()
     batching: Batching = Batching()
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
@@ -391,6 +393,7 @@ KEYS: dict[str, Key] = {
     "task": Key(_simple("task", lambda r, v: _choice(r.where, "task", v, TEXT_TASKS))),
     "detect": Key(_simple("detect", lambda r, v: _mapping(r.where, "detect", v))),
     "normalize": Key(_simple("normalize", lambda r, v: _bool(r.where, "normalize", v))),
+    "fuse": Key(_simple("fuse", lambda r, v: _bool(r.where, "fuse", v))),
     "precision": Key(_precisions),
     "calibration": Key(_file("calibration", "precision.calibration"), names_file="value"),
     "precision_gate": Key(_gate),

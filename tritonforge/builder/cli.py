@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--triton-version", default=DEFAULT_RELEASE, help=f"NGC Triton release to build for (default {DEFAULT_RELEASE})")
     p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="for models with a dynamic batch dimension")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", help="do not add model_warmup to configs")
+    p.add_argument("--fuse", action="store_true",
+                   help="also build <ensemble>_fused: the ensemble's Python steps inside one ONNX graph, for every model "
+                        "whose steps can be fused (a sidecar's fuse: true/false decides per model)")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip loading each entry in the bundled tritonserver and asking it its samples before it is moved in")
     return p
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _quiet_frameworks()
     options = BuildOptions(args.format, args.device, args.allow_pickle, args.triton_version, args.max_batch_size, args.warmup,
-                           allow_outside=tuple(args.allow_outside), precisions=tuple(args.precision), validate=args.validate)
+                           allow_outside=tuple(args.allow_outside), precisions=tuple(args.precision), validate=args.validate,
+                           fuse=args.fuse)
 
     def progress(index: int, total: int, name: str) -> None:
         print(f"[{index}/{total}] building {name} ...", file=sys.stderr, flush=True)

@@ -53,20 +53,26 @@ def write_entry(repo: Path, entry: Entry, before_install) -> int:
     ``before_install(version, file hashes)`` records the version before it is moved in."""
     version = (versions(repo / entry.name) or [0])[-1] + 1
     with staging.staging(repo, entry.name) as staged:
-        version_dir = staged / str(version)
-        version_dir.mkdir()
-        if entry.template:
-            shutil.copyfile(entry.template, version_dir / "model.py")
-        for name, path in entry.files:
-            shutil.copyfile(path, version_dir / name)
-        if entry.requirements:  # for the image that serves it (deploy/triton/Dockerfile)
-            (version_dir / "requirements.txt").write_text("\n".join(entry.requirements) + "\n")
-        if entry.samples:
-            inputs, outputs = entry.samples
-            write_samples(version_dir / SAMPLES_FILE, Samples(inputs, outputs, verify.DEFAULT_ATOL, verify.DEFAULT_RTOL))
-        if entry.labels:  # an ensemble's label_filename is read from its own folder, as a model's is
-            (staged / LABELS_FILE).write_text("\n".join(entry.labels) + "\n")
-        config_file.write(staged / CONFIG_FILE, entry.config)
-        before_install(version, file_hashes(version_dir))
+        stage_entry(staged, entry, version)
+        before_install(version, file_hashes(staged / str(version)))
         staging.install(repo, entry.name, staged, version)
     return version
+
+
+def stage_entry(staged: Path, entry: Entry, version: int) -> None:
+    """An entry's files in the folder ``staged``: the version folder (model.py or the files it
+    names, requirements, samples), the labels and the config."""
+    version_dir = staged / str(version)
+    version_dir.mkdir()
+    if entry.template:
+        shutil.copyfile(entry.template, version_dir / "model.py")
+    for name, path in entry.files:
+        shutil.copyfile(path, version_dir / name)
+    if entry.requirements:  # for the image that serves it (deploy/triton/Dockerfile)
+        (version_dir / "requirements.txt").write_text("\n".join(entry.requirements) + "\n")
+    if entry.samples:
+        inputs, outputs = entry.samples
+        write_samples(version_dir / SAMPLES_FILE, Samples(inputs, outputs, verify.DEFAULT_ATOL, verify.DEFAULT_RTOL))
+    if entry.labels:  # an ensemble's label_filename is read from its own folder, as a model's is
+        (staged / LABELS_FILE).write_text("\n".join(entry.labels) + "\n")
+    config_file.write(staged / CONFIG_FILE, entry.config)

@@ -39,6 +39,7 @@ class BuildOptions:
     allow_outside: tuple[Path, ...] = ()  # folders sidecar paths and model symlinks may point into
     precisions: tuple[str, ...] = ()  # reduced-precision entries for every model: int8, fp16
     validate: bool = False  # Triton loads each entry and answers its samples before it is moved in (build-repo: on)
+    fuse: bool = False  # <ensemble>_fused beside every ensemble whose steps can be one ONNX graph (the sidecar's fuse: wins)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class ModelBuild:
     kept_variants: dict[str, str] = field(default_factory=dict)  # variant texts another command wrote
     entries: list[Entry] = field(default_factory=list)  # step and ensemble entries around the model
     ensemble_errors: tuple[OutputError, ...] = ()
+    entry_errors: dict[str, tuple[OutputError, ...]] = field(default_factory=dict)  # an entry's own (a fused entry's)
     gate: tuple[dict, dict] | None = None  # rows and answers that judge reduced-precision entries
     results: list[BuildResult] = field(default_factory=list)
     finished: bool = False

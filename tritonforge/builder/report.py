@@ -8,8 +8,8 @@ NAME, STATUS, FRAMEWORK, FORMAT, VERSION = 32, 9, 10, 11, 4
 
 
 def line(result: BuildResult) -> str:
-    if result.status == "FAILED":
-        return f"{result.name:<{NAME}} {'FAILED':<{STATUS}} {result.reason}  ({result.seconds:.1f}s)"
+    if result.status in ("FAILED", "SKIPPED"):
+        return f"{result.name:<{NAME}} {result.status:<{STATUS}} {result.reason}  ({result.seconds:.1f}s)"
     shapes = result.signature.describe() if result.signature else result.reason
     error = "-" if result.max_error is None else readable_error(result.max_error)
     return (f"{result.name:<{NAME}} {result.status:<{STATUS}} {result.framework:>{FRAMEWORK}} -> {result.format:<{FORMAT}} "
@@ -34,4 +34,6 @@ def summary(results: list[BuildResult]) -> str:
     failed = sum(not r.ok for r in results)
     built = sum(r.status == "OK" for r in results)
     unchanged = sum(r.status == "UNCHANGED" for r in results)
-    return f"{plural(len(results), 'model')}: {built} built, {unchanged} unchanged, {failed} failed"
+    skipped = sum(r.status == "SKIPPED" for r in results)
+    more = f", {skipped} skipped" if skipped else ""  # (fused entries that cannot be made)
+    return f"{plural(len(results), 'model')}: {built} built, {unchanged} unchanged, {failed} failed{more}"

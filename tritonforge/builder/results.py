@@ -13,6 +13,7 @@ class Status(StrEnum):
     OK = "OK"  # built: a new version
     UNCHANGED = "UNCHANGED"  # the latest version was built from the same inputs and settings
     FAILED = "FAILED"  # nothing of this entry was written
+    SKIPPED = "SKIPPED"  # not written, and not asked for as such: a fused entry its steps cannot make (the reason says why)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class BuildResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in (Status.OK, Status.UNCHANGED)
+        return self.status in (Status.OK, Status.UNCHANGED, Status.SKIPPED)
 
     @property
     def max_error(self) -> float | None:

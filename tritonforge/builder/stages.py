@@ -4,7 +4,9 @@ a new stage is one function here and one line in that list."""
 from __future__ import annotations
 
 import inspect
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -12,7 +14,7 @@ from .. import converters, ensembles, verify
 from ..converters.formats import fil as fil_format
 from ..converters.precision import fingerprint_key as precision_key
 from ..converters.probe import FileProbe, one_line
-from ..ensembles import ModelFacts
+from ..ensembles import ModelFacts, fused
 from ..ensembles.library import detect as detect_library
 from ..errors import BuildError
 from ..repository import DYNAMIC, SAMPLES_FILE, Samples, Signature, read_samples, versions, write_samples
@@ -20,7 +22,7 @@ from ..repository import config as config_file
 from ..repository.integrity import file_hashes, version_problems
 from ..repository.layout import CONFIG_FILE, REFUSE_NAN_PARAMETER
 from ..sidecar import FOLDER_SIDECAR
-from . import configure, reduced, staging
+from . import configure, fusing, reduced, staging
 from .files import are_probabilities, write_entry, write_model_files
 from .model_build import ModelBuild, Verified, error_record
 from .results import BuildResult, Status, unchanged_result
@@ -74,6 +76,8 @@ def skip_unchanged(build: ModelBuild) -> ModelBuild:
                 "warmup": options.warmup, "triton": context.release.name, "tritonforge": FINGERPRINT_SCHEME}
     if build.precisions:
         settings["precisions"] = [precision_key(p) for p in build.precisions]
+    if _fuse_wanted(build):  # only when asked: a build without fusion keeps today's fingerprints
+        settings["fuse"] = True
     sidecar_files = [p for p in (source.sidecar, context.sidecars.folder / FOLDER_SIDECAR, *build.sidecar.files)
                      if p and p.is_file()]
     build.fingerprint = staging.fingerprint([source.path] + sidecar_files, settings)
@@ -311,6 +315,44 @@ def plan_detection(build: ModelBuild) -> ModelBuild:
     return build
 
 
+def fuse_pipelines(build: ModelBuild) -> ModelBuild:
+    """With the sidecar's ``fuse: true`` or ``--fuse``, each planned ensemble that its fuser can
+    make one ONNX graph gets ``<ensemble>_fused`` beside it, verified against the Python steps and
+    loaded by Triton; a pipeline that cannot fuse is a SKIPPED line with the reason."""
+    if not _fuse_wanted(build):
+        return build
+    artifact = build.artifact if build.format.name == "onnx" else None
+    planned = fused.pipelines(build.name, build.source.path.name, build.entries, build.config, artifact,
+                              build.verified.atol, build.verified.rtol)
+    if not planned and build.sidecar.fuse:
+        build.results.append(_skipped(build, fused.fused_name(build.name), "'fuse: true' but the model has no Python-step "
+                                      "ensemble to fuse (no preprocess/postprocess, not a detector)"))
+    scratch = Path(build.cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tritonforge-fused-")))
+    for pipeline in planned:
+        try:
+            entry, errors = fusing.fused_entry(pipeline, build, scratch)
+            fusing.validate(entry, build)
+        except fusing.CannotFuse as reason:
+            build.results.append(_skipped(build, pipeline.name, str(reason)))
+            continue
+        except BuildError as exc:  # the model and its Python-step ensemble are still installed
+            build.results.append(BuildResult(pipeline.name, build.source.path.name, reason=str(exc)))
+            continue
+        build.manifest.refuse_foreign(entry.name)
+        build.entries.append(entry)
+        build.entry_errors[entry.name] = errors
+    return build
+
+
+def _fuse_wanted(build: ModelBuild) -> bool:
+    own = build.sidecar.fuse
+    return own if own is not None else build.context.options.fuse
+
+
+def _skipped(build: ModelBuild, name: str, reason: str) -> BuildResult:
+    return BuildResult(name, build.source.path.name, "fused", "onnx", status=Status.SKIPPED, reason=f"cannot fuse: {reason}")
+
+
 def install(build: ModelBuild) -> ModelBuild:
     """The staged version moved into the repository: one rename, then the config. The manifest
     records the version and the sha256 of each of its files first, so a build killed at any
@@ -337,13 +379,13 @@ def _record_model(build: ModelBuild, **more) -> None:
 
 def install_ensembles(build: ModelBuild) -> ModelBuild:
     for entry in build.entries:
-        kind = "ensemble" if entry.samples else "python"
-        errors = build.ensemble_errors if entry.samples else ()
+        kind, fmt = _entry_kind(entry)
+        errors = build.entry_errors.get(entry.name, build.ensemble_errors if entry.samples else ())
         signature = config_file.signature_of(entry.config)
 
         def record_entry(version: int, files: dict[str, str]) -> None:  # before the entry's version is moved in
             build.manifest.record(entry.name, version,
-                                  build.facts(framework=kind, format=kind, platform=entry.config.platform or entry.config.backend),
+                                  build.facts(framework=kind, format=fmt, platform=entry.config.platform or entry.config.backend),
                                   build.record(signature=signature.describe(), errors=error_record(errors), files=files,
                                                pending=True))
             build.manifest.save()
@@ -351,9 +393,16 @@ def install_ensembles(build: ModelBuild) -> ModelBuild:
         version = write_entry(build.repo, entry, record_entry)
         build.manifest.settle(entry.name, version)
         build.manifest.save()
-        build.results.append(BuildResult(entry.name, build.source.path.name, kind, kind, signature, version, Status.OK,
+        build.results.append(BuildResult(entry.name, build.source.path.name, kind, fmt, signature, version, Status.OK,
                                          errors=errors))
     return build
+
+
+def _entry_kind(entry) -> tuple[str, str]:
+    """(framework, format) the report and manifest give an entry around the model."""
+    if entry.template:
+        return "python", "python"
+    return ("ensemble", "ensemble") if entry.config.platform == "ensemble" else ("fused", "onnx")
 
 
 def build_reduced(build: ModelBuild) -> ModelBuild:
@@ -390,6 +439,7 @@ STAGES = (
     load, stage_version, convert,  # convert
     verify_artifact, verify_other_sizes, nan_policy,  # verify
     settle_serving, configure_entry,  # configure (configs are parsed back as they are written: validate)
-    write, validate_in_triton, plan_ensembles, plan_detection, install, install_ensembles,  # write (validate: Triton loads it first)
+    write, validate_in_triton, plan_ensembles, plan_detection, fuse_pipelines,  # write (validate: Triton loads it first)
+    install, install_ensembles,
     build_reduced, record, replace_with_reduced, save,  # record what was built (the report is the results)
 )
