@@ -5,3 +5,4 @@ from fixtures_clients import *  # noqa: F401,F403
 from fixtures_s3 import *  # noqa: F401,F403
 from fixtures_text import *  # noqa: F401,F403
 from fixtures_detect import *  # noqa: F401,F403
+from fixtures_reference import *  # noqa: F401,F403
