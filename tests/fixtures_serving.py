@@ -104,8 +104,9 @@ def savedmodel_linear(path: Path) -> None:
 
 
 def make_config(name: str, platform: str, inputs, outputs, *, max_batch_size: int = 8,
-                kind: str = "KIND_CPU", count: int = 1, batching: bool = True, parameters=None):
-    """A ModelConfig: inputs/outputs as (name, TYPE_X, dims) triples."""
+                kind: str = "KIND_CPU", count: int = 1, batching: bool = True, parameters=None, op_libraries=()):
+    """A ModelConfig: inputs/outputs as (name, TYPE_X, dims) triples; ``op_libraries``: the
+    ``model_operations { op_library_filename }`` values."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     config = mc.ModelConfig(name=name, platform=platform, max_batch_size=max_batch_size)
@@ -120,6 +121,7 @@ def make_config(name: str, platform: str, inputs, outputs, *, max_batch_size: in
         config.dynamic_batching.max_queue_delay_microseconds = 20000
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = value
+    config.model_operations.op_library_filename.extend(op_libraries)
     return config
 
 

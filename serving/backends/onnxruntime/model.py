@@ -1,13 +1,14 @@
 """Triton Python-based backend for platform ``onnxruntime_onnx`` (CPU, ONNX Runtime).
 
 Serves ``<model>/<version>/model.onnx`` (or ``default_model_filename``) with the config checks
-of Triton's C++ ONNX Runtime backend, its thread parameters ``intra_op_thread_count`` and
+of Triton's C++ ONNX Runtime backend, the custom-op libraries its ``model_operations`` names
+(found by :mod:`tritonforge.repository.op_libraries`), its thread parameters ``intra_op_thread_count`` and
 ``inter_op_thread_count`` and ``optimization.graph.level``; GPU-only settings (TensorRT, KIND_GPU)
 are named once in Triton's log and ignored.
 """
 import numpy as np
 
-from tritonforge.repository import STRING
+from tritonforge.repository import STRING, op_libraries
 from tritonforge.serving.backends.common import BatchedModel, ConfigRefused, ModelArgs, TensorSpec, artifact_tensor, check_config, refuse
 
 # ONNX Runtime type strings -> numpy dtypes (Triton's names come from tritonforge.repository.dtypes).
@@ -65,6 +66,20 @@ def gpu_only_settings(config: dict) -> str:
     return ", ".join(names)
 
 
+def register_op_libraries(margs: ModelArgs, options) -> None:
+    """Register each library of ``model_operations { op_library_filename }``, as Triton's C++
+    backend does before it creates the session; one it cannot find refuses the load in one line."""
+    for filename in op_libraries.filenames_of(margs.config):
+        try:
+            path = op_libraries.resolve(filename)
+            options.register_custom_ops_library(str(path))
+        except Exception as exc:  # OpLibraryError, or ONNX Runtime's own refusal of the file
+            cause = " ".join(str(exc).split())[:300]
+            # Worded as Triton's C++ backend words it (onnx runtime error 1: Failed to load library ...).
+            raise ConfigRefused(f"model '{margs.name}': Failed to load library {filename} of model_operations "
+                                f"with error: {cause}") from None
+
+
 class TritonPythonModel:
     def initialize(self, args):
         import onnxruntime as ort
@@ -83,6 +98,7 @@ class TritonPythonModel:
             level = ((margs.config.get("optimization") or {}).get("graph") or {}).get("level")
             if level is not None:
                 options.graph_optimization_level = _graph_levels().get(int(level), ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+            register_op_libraries(margs, options)
             self.session = ort.InferenceSession(
                 margs.artifact("model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
             )
