@@ -41,6 +41,7 @@ from pathlib import Path
 import tritonforge.serving.process as triton  # the module itself: importing the package would loop back here
 from tritonforge.serving.errors import ServeError
 from tritonforge.repository import model_folders
+from tritonforge.repository.integrity import drop_bytecode_caches
 from tritonforge.serving.loading import ModelLoader, config_name_for, cpu_config, read_config
 from tritonforge.serving.monitor import StubMonitor
 from tritonforge.serving.polling import RepositoryPoller
@@ -137,6 +138,7 @@ class Server:
         if self.config_name == "auto":
             self.config_name = config_name_for(self.repo, self.gpu)
         triton.become_subreaper()
+        drop_bytecode_caches(self.repo)
         self.workdir = Path(tempfile.mkdtemp(prefix="tritonforge-serve-"))
         try:
             triton.make_backends_dir(self.workdir)

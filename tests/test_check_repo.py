@@ -38,6 +38,10 @@ def test_built_examples_pass_over_http_and_grpc_on_a_server_check_repo_starts(bu
     assert {line.split()[0] for line in config_only} == set(EXAMPLE_STEPS)
     assert all("answers checked through " in line and "_ensemble" in line for line in config_only)
     assert f"{len(sampled)}/{len(sampled)} checks passed; {len(config_only)} config only" in result.stdout
+    # Serving the steps left nothing behind (no bytecode cache): the repository is still exactly as
+    # built, so serve-repo, which refuses files the manifest never recorded, serves it next.
+    hashes = _run("--hashes-only", built_examples_repo)
+    assert hashes.returncode == 0, hashes.stdout + hashes.stderr
 
 
 def test_every_backend_passes_against_a_running_server(tiny_server, tiny_repo):

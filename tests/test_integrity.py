@@ -18,7 +18,7 @@ from fixtures_serving import onnx_linear
 from tritonforge.builder import BuildOptions, build_repository
 from tritonforge.builder.stages import STAGES
 from tritonforge.repository import versions
-from tritonforge.repository.integrity import repository_problems
+from tritonforge.repository.integrity import drop_bytecode_caches, repository_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -47,6 +47,18 @@ def test_the_manifest_records_the_sha256_of_every_file_of_a_version(built):
     record = json.loads((repo / "manifest.json").read_text())["models"]["linear"]["versions"]["1"]
     assert set(record["files"]) == {"model.onnx", "samples.npz"} and "pending" not in record
     assert repository_problems(repo) == {"linear": []}
+
+
+def test_a_bytecode_cache_is_no_part_of_an_entry_and_a_server_deletes_it_before_it_starts(built):
+    # Triton's Python stub writes __pycache__ beside the model.py it imports; a planted .pyc would
+    # run instead of the checked source, so the cache is skipped by the hashes and deleted, not trusted.
+    _, repo = built
+    cache = repo / "linear" / "1" / "__pycache__"
+    cache.mkdir()
+    (cache / "model.cpython-311.pyc").write_bytes(b"planted")
+    assert repository_problems(repo) == {"linear": []}
+    assert drop_bytecode_caches(repo) == [cache] and not cache.exists()
+    assert (repo / "linear" / "1" / "model.onnx").is_file()
 
 
 def _change_one_weight(path: Path) -> None:

@@ -4,25 +4,42 @@ check-repo (``--hashes-only``) and serve-repo (refuses a tampered entry)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 from .layout import versions
 from .manifest import Manifest
 
 CHUNK = 1 << 20
+# Python's bytecode cache. Triton's Python backend stub imports a step's model.py from its version
+# folder and writes one there; it starts Python isolated, so PYTHONDONTWRITEBYTECODE cannot stop it.
+# It is no part of the entry: hashes skip it, and a server deletes it before it starts
+# (drop_bytecode_caches), so the stub always compiles the model.py whose sha256 was checked and a
+# planted .pyc (one claiming model.py's size and time) never runs.
+BYTECODE_CACHE = "__pycache__"
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder``, by path relative to it (``/``-separated), sorted."""
+    """sha256 of every file under ``folder`` but bytecode caches, by path relative to it
+    (``/``-separated), sorted."""
     folder = Path(folder)
     found = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = (p for p in folder.rglob("*") if p.is_file() and BYTECODE_CACHE not in p.relative_to(folder).parts)
+    for path in sorted(files):
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(CHUNK), b""):
                 digest.update(chunk)
         found[path.relative_to(folder).as_posix()] = digest.hexdigest()
     return found
+
+
+def drop_bytecode_caches(repo: Path) -> list[Path]:
+    """Delete the bytecode caches in the version folders of ``repo``'s entries; the ones deleted."""
+    caches = [path for path in Path(repo).glob(f"*/*/**/{BYTECODE_CACHE}") if path.is_dir()]
+    for path in caches:
+        shutil.rmtree(path, ignore_errors=True)
+    return caches
 
 
 def version_problems(model_dir: Path, version: int, recorded: dict[str, str] | None) -> list[str]:
