@@ -16,9 +16,10 @@ TORCH_SAVE_SUFFIXES = (".pt", ".pth")  # torch.save: a zip around a pickle
 class FileProbe:
     """What a file or folder looks like from outside, for the adapters' ``detect``."""
 
-    def __init__(self, path: Path, allow_pickle: bool = False) -> None:
+    def __init__(self, path: Path, allow_pickle: bool = False, sidecar=None) -> None:
         self.path = path
         self.allow_pickle = allow_pickle
+        self.sidecar = sidecar  # the model's settings, where they say what the bytes do not (a YOLO head's layout)
 
     @cached_property
     def head(self) -> bytes:

@@ -112,7 +112,7 @@ def test_v5_layout_scores_are_class_times_objectness():
 
 # (settings, the one-line refusal)
 BAD_SETTINGS = [
-    ({"confidence": 0.5}, "shapes.onnx: detect: unknown key 'confidence' (allowed: conf, iou, max_det, names, pad, max_bytes, max_pixels)"),
+    ({"confidence": 0.5}, "shapes.onnx: detect: unknown key 'confidence' (allowed: conf, iou, max_det, names, pad, max_bytes, max_pixels, layout, imgsz, stride)"),
     ({"conf": 1.5}, "shapes.onnx: detect: 'conf' must be a number in [0, 1], got 1.5"),
     ({"iou": "high"}, "shapes.onnx: detect: 'iou' must be a number in [0, 1], got 'high'"),
     ({"max_det": 0}, "shapes.onnx: detect: 'max_det' must be a positive integer, got 0"),

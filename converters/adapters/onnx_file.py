@@ -13,6 +13,7 @@ from ..probe import FileProbe, one_line
 from tritonforge.sidecar import Sidecar
 from tritonforge.repository import Signature
 from .base import AdapterBase
+from .yolo import undeclared_head_hint
 
 
 class OnnxAdapter(AdapterBase):
@@ -39,5 +40,11 @@ class OnnxAdapter(AdapterBase):
 
     def reference(self, model: Any, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
         # The source framework of an ONNX file is ONNX Runtime on the file as given.
-        return get_format("onnx").runner(model["path"])(inputs)
+        try:
+            return get_format("onnx").runner(model["path"])(inputs)
+        except Exception as exc:
+            hint = undeclared_head_hint(model["proto"])  # a YOLO head without metadata fails here on generic rows
+            if not hint:
+                raise
+            raise BuildError(f"{model['path'].name}: {one_line(exc)}{hint}") from None
 

@@ -16,6 +16,9 @@ Settings (a sidecar's ``detect:`` mapping, all optional)::
 
     detect: {conf: 0.25, iou: 0.7, max_det: 300, names: [...], pad: 114,
              max_bytes: 33554432, max_pixels: 16777216}
+
+The same group's ``layout``, ``imgsz`` and ``stride`` declare the head of an ONNX file without
+ultralytics' metadata; the YOLO adapter reads and checks them (converters/adapters/yolo.py).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ IMAGE_SIZE = "IMAGE_SIZE"
 OUTPUTS = ("BOXES", "SCORES", "CLASSES", "NAMES", "COUNT")
 DEFAULTS: dict[str, Any] = {"conf": 0.25, "iou": 0.7, "max_det": 300, "names": None, "pad": 114,
                             "max_bytes": 32 << 20, "max_pixels": 4096 * 4096}
+DECLARED = ("layout", "imgsz", "stride")  # the head's declaration: read and checked by the YOLO adapter
 # Sample images for verification: (width, height, format). Non-square both ways, JPEG and PNG.
 SAMPLE_IMAGES = ((320, 180, "JPEG"), (150, 260, "PNG"), (96, 72, "PNG"))
 
@@ -47,10 +51,10 @@ def ensemble_name(model: str) -> str:
 
 def detect_settings(where: str, raw: dict | None, names: tuple[str, ...]) -> dict[str, Any]:
     """The sidecar's ``detect:`` mapping checked against :data:`DEFAULTS`; a one-line refusal names the key."""
-    raw = dict(raw or {})
+    raw = {key: value for key, value in (raw or {}).items() if key not in DECLARED}
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
-        raise BuildError(f"{where}: detect: unknown key '{sorted(unknown)[0]}' (allowed: {', '.join(DEFAULTS)})")
+        raise BuildError(f"{where}: detect: unknown key '{sorted(unknown)[0]}' (allowed: {', '.join((*DEFAULTS, *DECLARED))})")
     settings = {**DEFAULTS, **raw}
     for key in ("conf", "iou"):
         if not isinstance(settings[key], (int, float)) or not 0 <= settings[key] <= 1:

@@ -45,7 +45,7 @@ def read_sidecar(build: ModelBuild) -> ModelBuild:
 def detect(build: ModelBuild) -> ModelBuild:
     """The adapter that recognises the file's bytes, the target format, and where the model belongs."""
     options, sidecar = build.context.options, build.sidecar
-    build.probe = FileProbe(build.source.path, options.allow_pickle)
+    build.probe = FileProbe(build.source.path, options.allow_pickle, sidecar)  # a sidecar can declare what a file is (a YOLO head)
     build.adapter = converters.REGISTRY.detect(build.probe)
     build.format = converters.FORMATS[_target_format(build)]
     if build.format.name == "fil":  # the entry's own fil: group (class index or probabilities)
