@@ -23,6 +23,8 @@ KIND_CPU on a host without GPU, as serve-repo does).
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,29 @@ def _reference_server_class():
     return ReferenceServer
 
 
+@contextlib.contextmanager
+def _op_libraries_on_path(folder: Path):
+    """The custom-op libraries configs name (``libortextensions.so``) in ``folder``, made loadable
+    outside Python, on LD_LIBRARY_PATH while the server starts (it copies the environment then), as
+    deploy/triton puts them on the NGC image's; where one cannot be made, entries naming it are refused."""
+    from tritonforge.repository import op_libraries
+
+    for name in op_libraries.LIBRARIES:
+        try:
+            op_libraries.standalone_copy(name, folder)
+        except op_libraries.OpLibraryError:
+            pass
+    before = os.environ.get("LD_LIBRARY_PATH")
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([str(folder)] + ([before] if before else []))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = before
+
+
 @pytest.fixture(scope="session")
 def reference_server(tmp_path_factory):
     """A tritonserver whose ``onnxruntime`` backend is Triton's C++ one (r24.10, ORT 1.19.2), on an
@@ -71,7 +96,8 @@ def reference_server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("reference_repo")
     server = _reference_server_class()(repo, control_mode="explicit", load_models=(), config_name="cpu",
                                        recovery=False)
-    server.start()
+    with _op_libraries_on_path(tmp_path_factory.mktemp("op_libraries")):
+        server.start()
     try:
         assert (server.workdir / "backends" / "onnxruntime" / BACKEND_LIBRARY).is_file()
         assert not (server.workdir / "backends" / "onnxruntime" / "model.py").exists()

@@ -107,3 +107,25 @@ def test_the_standalone_copy_names_libpython(tmp_path):
     assert copy.name == EXTENSIONS
     needed = subprocess.run(["readelf", "-d", str(copy)], capture_output=True, text=True).stdout
     assert "libpython3" in needed
+
+
+def test_triton_cpp_backend_loads_the_library_by_its_bare_name(reference_server, tmp_path):
+    """Triton's own ONNX Runtime backend (r24.10, ONNX Runtime 1.19.2) loads the same config: the
+    bare name is found on LD_LIBRARY_PATH (fixtures_reference puts the standalone copy there)."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    write_model(reference_server.repo, decode_config("oplib_decode_cpp"), decode_model(tmp_path / "d.onnx"), "model.onnx")
+    reference_server.load("oplib_decode_cpp")
+    raw = png(IMAGE)
+    for module, client in ((httpclient, reference_server.http_client()), (grpcclient, reference_server.grpc_client())):
+        request = module.InferInput("RAW", [raw.size], "UINT8")
+        request.set_data_from_numpy(raw)
+        assert np.array_equal(client.infer("oplib_decode_cpp", [request]).as_numpy("PIX"), BGR)
+
+
+def test_triton_cpp_backend_refuses_a_library_it_cannot_find(reference_server, tmp_path):
+    write_model(reference_server.repo, decode_config("oplib_missing_cpp", ("libnosuch_ops.so",)),
+                decode_model(tmp_path / "d.onnx"), "model.onnx")
+    with pytest.raises(ServeError, match="Failed to load library libnosuch_ops.so"):
+        reference_server.load("oplib_missing_cpp")
