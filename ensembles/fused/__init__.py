@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from .base import FUSED_SUFFIX, Fused, Fuser, Pipeline, PlannedStep, fused_name, pipelines
 from .detect import DetectFuser
+from .image import ImageFuser
+from .text import TextFuser
 
-FUSERS: dict[str, Fuser] = {f.kind: f for f in (DetectFuser(),)}
+FUSERS: dict[str, Fuser] = {f.kind: f for f in (DetectFuser(), ImageFuser(), TextFuser())}
 
 
 def fuse(pipeline: Pipeline) -> Fused | str:

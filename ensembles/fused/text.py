@@ -120,10 +120,11 @@ def long_text(spec: dict, settings: dict) -> str:
 def session_options():
     """ONNX Runtime options with onnxruntime-extensions' ops registered."""
     import onnxruntime as ort
-    from onnxruntime_extensions import get_library_path
+
+    from tritonforge.repository import op_libraries
 
     options = ort.SessionOptions()
-    options.register_custom_ops_library(get_library_path())
+    options.register_custom_ops_library(str(op_libraries.library(LIBRARY).locate()))
     return options
 
 
