@@ -2,6 +2,7 @@
 answering what ultralytics' own ``predict`` answers on the committed images, over HTTP and gRPC."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -71,6 +72,7 @@ def test_the_static_exports_ensemble_refuses_two_images_in_one_request(detect_se
     assert error.value.status() == "400"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is not None, reason="ultralytics is installed: see test_detect_checkpoint.py")
 def test_an_ultralytics_checkpoint_is_refused_with_the_export_command(tmp_path):
     from tritonforge.builder import BuildOptions, build_repository
 

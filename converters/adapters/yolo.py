@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -338,11 +339,17 @@ def export_checkpoint(probe: FileProbe, sidecar: Sidecar) -> dict[str, Any]:
     workdir = tempfile.TemporaryDirectory(prefix="tritonforge-yolo-")
     copy = Path(workdir.name) / name
     shutil.copyfile(probe.path, copy)
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # its export prints a dozen lines into the build's progress otherwise
     try:
         exported = Path(YOLO(str(copy), task="detect").export(format="onnx", dynamic=True, verbose=False))
         model = onnx.load(str(exported))
     except Exception as exc:
         raise BuildError(f"{name}: ultralytics could not export it to ONNX ({type(exc).__name__}: {one_line(exc)})") from None
+    finally:
+        LOGGER.setLevel(level)
     if metadata(model).get("task") != "detect":
         raise BuildError(f"{name}: an ultralytics {metadata(model).get('task', '?')} model, not a detector (task: detect)")
     # The folder lives as long as the loaded model: the reference runs the export from it.
