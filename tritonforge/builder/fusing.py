@@ -40,9 +40,25 @@ def fused_entry(pipeline: fused.Pipeline, build, scratch: Path) -> tuple[Entry, 
         from ..repository import op_libraries  # only fusers that need a custom-op library reach it
 
         config = op_libraries.configure(config, outcome.libraries)
+    labels = _classification(pipeline, config)
     answers, errors = _verify(pipeline, outcome, path, config)
     samples = _stored_samples(outcome, answers)
-    return Entry(pipeline.name, config, files=((FUSED_FILE, path),), samples=samples), errors
+    return Entry(pipeline.name, config, files=((FUSED_FILE, path),), samples=samples, labels=labels), errors
+
+
+def _classification(pipeline: fused.Pipeline, config) -> tuple[str, ...] | None:
+    """The ensemble's Triton classification on the fused entry's outputs of the same names: their
+    ``label_filename`` (its labels, written beside the config) and the ensemble's parameters
+    (``tritonforge_top_k``: the class count clients ask for), so class_count requests answer alike."""
+    ensemble = pipeline.ensemble.config
+    labelled = {o.name: o.label_filename for o in ensemble.output if o.label_filename}
+    for output in config.output:
+        if output.name in labelled:
+            output.label_filename = labelled[output.name]
+    for key, value in ensemble.parameters.items():
+        if key not in config.parameters:
+            config.parameters[key].CopyFrom(value)
+    return pipeline.ensemble.labels if any(o.label_filename for o in config.output) else None
 
 
 def _save(model, path: Path) -> None:
