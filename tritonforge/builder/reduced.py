@@ -103,6 +103,9 @@ def _write_reduced(build, name: str, precision: str, replace_fp32: bool):
         write_model_files(staged, config, variants, kept, build.labels, rows, build.signature)
         details["speed_ratio_vs_fp32"] = round(precisions.speed_ratio(fp32_artifact, artifact, _batch_of(rows, 64)), 3)
         details["files"] = file_hashes(version_dir)
+        if build.context.validator is not None:  # Triton loads it and meets the gate, before it is recorded or moved in
+            build.context.validator.check(name, staged, version, source.path.name,
+                                          f"{build.adapter.framework} within its {precision} gate")
         _record_reduced(build, name, version, precision, replace_fp32, verdict, {**details, "pending": True}, gate)
         build.manifest.save()  # recorded before it is moved in, as every version
         staging.install(repo, name, staged, version)

@@ -22,7 +22,7 @@ from ..repository import config as config_file
 from ..repository.integrity import file_hashes, version_problems
 from ..repository.layout import CONFIG_FILE, REFUSE_NAN_PARAMETER
 from ..sidecar import FOLDER_SIDECAR
-from . import configure, fusing, reduced, staging
+from . import configure, fusing, reduced, staging, validate
 from .files import are_probabilities, write_entry, write_model_files
 from .model_build import ModelBuild, Verified, error_record
 from .results import BuildResult, Status, unchanged_result
@@ -279,11 +279,16 @@ def write(build: ModelBuild) -> ModelBuild:
 
 
 def validate_in_triton(build: ModelBuild) -> ModelBuild:
-    """Triton's own config validation and an answer from the served entry, before it is moved in
-    (with ``validate``): a config Triton refuses is never reported OK."""
+    """Triton's own config validation and answers from the served entries, before any is moved in
+    (with ``validate``): the model, its Python steps and its ensembles load as one set, so a config
+    Triton refuses is never reported OK and the repository keeps what it had."""
     validator = build.context.validator
     if validator is not None:
-        validator.check(build.name, build.staged, build.version, build.source.path.name, build.adapter.framework)
+        scratch = Path(build.cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tritonforge-entries-")))
+        framework = build.adapter.framework
+        around = validate.stage_entries(build.entries, build.repo, scratch, f"{framework} through its steps")
+        validator.check_set(build.source.path.name,
+                            [validate.Staged(build.name, build.staged, build.version, framework), *around])
     return build
 
 
@@ -439,7 +444,7 @@ STAGES = (
     load, stage_version, convert,  # convert
     verify_artifact, verify_other_sizes, nan_policy,  # verify
     settle_serving, configure_entry,  # configure (configs are parsed back as they are written: validate)
-    write, validate_in_triton, plan_ensembles, plan_detection, fuse_pipelines,  # write (validate: Triton loads it first)
+    write, plan_ensembles, plan_detection, validate_in_triton, fuse_pipelines,  # write (validate: Triton loads them first)
     install, install_ensembles,
     build_reduced, record, replace_with_reduced, save,  # record what was built (the report is the results)
 )
