@@ -129,3 +129,20 @@ def test_triton_cpp_backend_refuses_a_library_it_cannot_find(reference_server, t
                 decode_model(tmp_path / "d.onnx"), "model.onnx")
     with pytest.raises(ServeError, match="Failed to load library libnosuch_ops.so"):
         reference_server.load("oplib_missing_cpp")
+
+
+def test_the_ngc_image_installs_each_library_under_its_config_name_on_its_library_path():
+    """deploy/triton/Dockerfile: the file name configs carry, in a folder on LD_LIBRARY_PATH,
+    made loadable outside Python, from the version the project pins."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    dockerfile = (root / "deploy" / "triton" / "Dockerfile").read_text()
+    pins = (root / "constraints.txt").read_text()
+    lib = op_libraries.LIBRARIES["ortextensions"]
+    assert f"/opt/tritonforge/lib/{lib.filename}" in dockerfile
+    assert "ENV LD_LIBRARY_PATH=/opt/tritonforge/lib:" in dockerfile
+    assert "patchelf --add-needed" in dockerfile
+    pinned = next(line for line in pins.splitlines() if line.startswith("onnxruntime-extensions=="))
+    installed = dockerfile.split("ARG ORT_EXTENSIONS=")[1].split()[0]
+    assert installed.startswith(pinned.rstrip("*").rstrip("."))
