@@ -10,11 +10,14 @@
 - ``TritonGrpcUser``: tritonclient's gRPC client (made gevent-friendly) and one Locust request
   event per call, the server's message as the exception on failure.
 Payloads come from the model's metadata and, with ``--repo``, its stored samples (see
-payload.py); they are built once per process and reused, so the load measures the server.
+payload.py); with ``--images DIR_OR_GLOB`` each image file is one request's BYTES input, sent in
+turn (each user starts at another image). They are built once per process and reused, so the
+load measures the server.
 ``triton-load`` (run.py) wraps this file for headless runs with reports.
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 # gRPC's C core must use gevent's loop, or each call blocks every user of the process;
@@ -29,7 +32,8 @@ from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 DEFAULT_HTTP_HOST = "http://127.0.0.1:8000"
 DEFAULT_GRPC_HOST = "127.0.0.1:8001"
 
-_payloads: dict[tuple, object] = {}
+_made: dict[tuple, list] = {}
+_users = itertools.count()  # each user starts at another image
 
 
 @events.init_command_line_parser.add_listener
@@ -42,6 +46,7 @@ def _options(parser):
                        help="samples (samples.npz), metadata (made-up tensors) or auto (default)")
     group.add_argument("--rows", type=int, default=1, help="rows per request for models that batch (default 1)")
     group.add_argument("--json-data", action="store_true", help="HTTP: JSON tensor data instead of binary")
+    group.add_argument("--images", default="", help="a folder or glob of image files, sent in turn as the BYTES input")
     group.add_argument("--step-users", type=int, default=4, help="step-load shape: users added per step")
     group.add_argument("--step-seconds", type=float, default=5.0, help="step-load shape: seconds per step")
 
@@ -50,22 +55,23 @@ def _strip_scheme(host: str) -> str:
     return host.split("://", 1)[-1].rstrip("/")
 
 
-def _payload(host: str, protocol: str, options):
-    """The model's spec and payload, fetched over HTTP or gRPC once per process."""
+def _payloads(host: str, protocol: str, options) -> list:
+    """The model's payloads (one, or one per image file), made from its spec once per process."""
     from pathlib import Path
 
     from tritonforge.clients.client import TritonClient
-    from tritonforge.loadtests.payload import make_payload
+    from tritonforge.loadtests.payload import image_payloads, make_payload
 
-    key = (host, protocol, options.model, options.model_version, options.payload, options.rows)
-    if key not in _payloads:
+    key = (host, protocol, options.model, options.model_version, options.payload, options.rows, options.images)
+    if key not in _made:
         if not options.model:
             raise ValueError("no model to load: pass --model NAME")
         with TritonClient(_strip_scheme(host), protocol) as client:
             spec = client.spec(options.model, options.model_version)
         repo = Path(options.repo) if options.repo else None
-        _payloads[key] = make_payload(spec, repo, source=options.payload, rows=options.rows)
-    return _payloads[key]
+        _made[key] = (image_payloads(spec, options.images, options.rows) if options.images
+                      else [make_payload(spec, repo, source=options.payload, rows=options.rows)])
+    return _made[key]
 
 
 class TritonHttpUser(FastHttpUser):
@@ -78,15 +84,17 @@ class TritonHttpUser(FastHttpUser):
         from tritonforge.loadtests.payload import http_body
 
         options = self.environment.parsed_options
-        payload = _payload(self.host, "http", options)
-        self.body, self.headers = http_body(payload, binary=not options.json_data)
+        self.bodies = [http_body(payload, binary=not options.json_data) for payload in _payloads(self.host, "http", options)]
+        self.turn = next(_users)
         version = f"/versions/{options.model_version}" if options.model_version else ""
         self.path = f"/v2/models/{options.model}{version}/infer"
         self.label = f"{options.model} http {'json' if options.json_data else 'binary'}"
 
     @task
     def infer(self):
-        with self.client.post(self.path, data=self.body, headers=self.headers, name=self.label,
+        body, headers = self.bodies[self.turn % len(self.bodies)]
+        self.turn += 1
+        with self.client.post(self.path, data=body, headers=headers, name=self.label,
                               catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(_http_error(response))
@@ -115,8 +123,8 @@ class TritonGrpcUser(User):
 
         options = self.environment.parsed_options
         self.target = _strip_scheme(self.host)
-        payload = _payload(self.target, "grpc", options)
-        self.inputs, self.outputs = grpc_inputs(payload)
+        self.requests = [grpc_inputs(payload) for payload in _payloads(self.target, "grpc", options)]
+        self.turn = next(_users)
         self.model, self.version = options.model, options.model_version
         self.client = grpcclient.InferenceServerClient(self.target)
         self.label = f"{options.model} grpc"
@@ -128,11 +136,13 @@ class TritonGrpcUser(User):
     def infer(self):
         from tritonclient.utils import InferenceServerException
 
+        inputs, outputs = self.requests[self.turn % len(self.requests)]
+        self.turn += 1
         start = time.perf_counter()
         exception, length = None, 0
         try:
-            result = self.client.infer(self.model, self.inputs, model_version=self.version,
-                                       outputs=self.outputs, client_timeout=30)
+            result = self.client.infer(self.model, inputs, model_version=self.version,
+                                       outputs=outputs, client_timeout=30)
             length = result.get_response().ByteSize()
         except InferenceServerException as exc:
             exception = Exception(exc.message() or str(exc))

@@ -11,9 +11,16 @@ short strings), which any numeric model accepts.
 
 Outputs with a labels file are asked for as clients ask for them: labels with scores from
 Triton's classification extension, ``class_count`` = the model's default top-k (``triton-infer``'s).
+
+Image files (``--images DIR`` or a glob, for a model that takes encoded images, such as a detection
+ensemble ``<name>_detect``) make one payload per image instead, each the file's bytes in the
+model's one BYTES input; users send them in turn::
+
+    payloads = image_payloads(spec, "photos/*.jpg", rows=1)
 """
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +31,8 @@ from tritonforge.clients.spec import ModelSpec
 from tritonforge.repository import latest_samples, read_samples
 
 PAYLOAD_SOURCES = ("auto", "samples", "metadata")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_IMAGES = 256  # every image's request is built up front and held by each Locust process
 
 
 class PayloadError(ValueError):
@@ -105,6 +114,46 @@ def make_payload(spec: ModelSpec, repo: Path | None = None, *, source: str = "au
             "encoded payloads cannot be made up from metadata"
         )
     return Payload(spec.name, _from_metadata(spec, rows, seed), outputs, "metadata", classes)
+
+
+def image_files(pattern: str | Path) -> list[Path]:
+    """The image files a folder holds (by suffix) or a glob matches, sorted, at most MAX_IMAGES."""
+    path = Path(pattern)
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    elif path.is_file():
+        files = [path]
+    else:
+        files = [Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file()]
+    if not files:
+        raise PayloadError(f"--images {pattern}: no image files there (a folder of {', '.join(IMAGE_SUFFIXES)} files, "
+                           "or a glob such as 'photos/*.jpg')")
+    return sorted(files)[:MAX_IMAGES]
+
+
+def image_payloads(spec: ModelSpec, pattern: str | Path, rows: int = 1) -> list[Payload]:
+    """One payload per image file (``rows`` images a request, taken in turn, for a model that
+    batches), sent as the model's one BYTES input."""
+    files = image_files(pattern)
+    raw = [t for t in spec.inputs if t.datatype == "BYTES"]
+    if len(raw) != 1 or len(spec.inputs) != 1:
+        raise PayloadError(f"model '{spec.name}' takes {spec.describe()}: image files are sent to a model whose one input "
+                           "is BYTES (a detection ensemble <name>_detect, say)")
+    tensor = raw[0]
+    per_request = rows if spec.batches else 1
+    shape = [per_request if (i == 0 and spec.batches) else (1 if d < 0 else d) for i, d in enumerate(tensor.shape)]
+    if int(np.prod(shape)) != per_request:
+        raise PayloadError(f"model '{spec.name}' takes {spec.describe()}: input '{tensor.name}' holds "
+                           f"{int(np.prod(shape))} values a request, not one image a row")
+    images = [f.read_bytes() for f in files]
+    outputs = tuple(t.name for t in spec.outputs)
+    payloads = []
+    for start in range(len(files)):
+        chosen = [images[(start + k) % len(images)] for k in range(per_request)]
+        array = np.empty(len(chosen), dtype=object)
+        array[:] = chosen
+        payloads.append(Payload(spec.name, {tensor.name: array.reshape(shape)}, outputs, f"image {files[start]}"))
+    return payloads
 
 
 def http_body(payload: Payload, *, binary: bool = True) -> tuple[bytes, dict[str, str]]:

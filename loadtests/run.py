@@ -2,6 +2,7 @@
 
     triton-load iris_xgb --protocol grpc --users 16 --duration 20 --out load-report/
     triton-load churn_pipeline --repo model_repository --step-users 4 --step-seconds 5
+    triton-load shapes_detect --images photos/ --protocol grpc      # image files as the BYTES input, in turn
 
 Writes into ``--out``: ``locust_stats.csv``, ``locust_stats_history.csv``,
 ``locust_failures.csv``, ``locust_exceptions.csv`` (Locust's CSV), ``report.html`` (Locust's
@@ -49,6 +50,7 @@ class LoadOptions:
     payload: str = "auto"
     rows: int = 1
     json_data: bool = False
+    images: str = ""  # a folder or glob of image files: one request's BYTES input each, in turn
     step_users: int = 0  # > 0: the step-load shape
     step_seconds: float = 5.0
     processes: int = 1
@@ -115,12 +117,19 @@ def locust_command(options: LoadOptions) -> list[str]:
         command += ["--repo", str(Path(options.repo).resolve())]
     if options.json_data:
         command.append("--json-data")
+    if options.images:
+        command += ["--images", _absolute(options.images)]
     if options.step_users > 0:
         command += ["--step-users", str(options.step_users), "--step-seconds", str(options.step_seconds)]
     if options.processes > 1:
         command += ["--processes", str(options.processes)]
     command.append(USER_CLASSES[options.protocol])
     return command
+
+
+def _absolute(pattern: str) -> str:
+    """A folder or glob as Locust's process reads it, wherever it runs."""
+    return pattern if Path(pattern).is_absolute() else str(Path.cwd() / pattern)
 
 
 def _float(row: dict, key: str) -> float:
@@ -183,6 +192,10 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 def run_load(options: LoadOptions) -> LoadSummary:
     """Run Locust headless (bounded by duration + grace), then write and return the summary."""
+    if options.images:  # a pattern that matches nothing is refused here, not by every Locust user
+        from .payload import image_files
+
+        image_files(_absolute(options.images))
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "locust.log"
@@ -227,6 +240,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--payload", choices=("auto", "samples", "metadata"), default="auto")
     p.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
     p.add_argument("--json-data", action="store_true", help="HTTP: JSON tensor data instead of binary")
+    p.add_argument("--images", default="", help="a folder or glob of image files (JPEG, PNG...), each sent in turn "
+                   "as the model's BYTES input: a detection ensemble <name>_detect, say")
     p.add_argument("--step-users", type=int, default=0, help="> 0: step load, adding this many users per step")
     p.add_argument("--step-seconds", type=float, default=5.0, help="seconds per step (default 5)")
     p.add_argument("--processes", type=int, default=1, help="Locust worker processes (default 1)")
