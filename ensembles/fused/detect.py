@@ -71,7 +71,9 @@ def _letterbox(g: Graph, settings: dict, output: str) -> tuple[str, str, str]:
     """IMAGE uint8 [H, W, 3] -> the detector's input [1, 3, h, w] float32; and H, W as float64 scalars."""
     new_h, new_w = float(settings["height"]), float(settings["width"])
     shape = g.op("Shape", IMAGE)
-    height_i, width_i = (g.op("Gather", shape, g.const(i, np.int64), axis=0) for i in (0, 1))
+    # [1]-shaped sizes, not scalars: ORT 1.19 fuses scalar Gathers and Slices of one tensor into a Split
+    # named "GatherSliceToSplitFusion" each time, and refuses the graph where two such names clash.
+    height_i, width_i = (g.op("Gather", shape, g.const([i], np.int64), axis=0) for i in (0, 1))
     height, width = (g.op("Cast", v, to=TensorProto.DOUBLE) for v in (height_i, width_i))
     ratio = g.op("Min", g.op("Div", g.const(new_h), height), g.op("Div", g.const(new_w), width))
     one = g.const(1.0)
@@ -101,7 +103,7 @@ def _taps(g: Graph, size: str, size_i: str, out: str, clamp_weights: bool):
     """OpenCV's INTER_LINEAR source taps and 11-bit weights along one axis: (first, second, w0, w1).
     Columns (``clamp_weights``) take the edge pixel with weight 0 outside the image; rows keep
     their weights and clamp the row index (resizeGeneric clamps rows in its row loop)."""
-    steps = g.op("Range", g.const(0.0), out, g.const(1.0))
+    steps = g.op("Range", g.const(0.0), g.op("Reshape", out, g.const([], np.int64)), g.const(1.0))
     scale = g.op("Div", g.const(1.0), g.op("Div", out, size))  # 1 / inv_scale, as cv::resize
     position = g.op("Cast", g.op("Sub", g.op("Mul", g.op("Add", steps, g.const(0.5)), scale), g.const(0.5)),
                     to=TensorProto.FLOAT)
@@ -158,7 +160,8 @@ def _candidates(g: Graph, head: str, settings: dict):
 
 
 def _columns(g: Graph, rows: str, start: int, end: int) -> str:
-    return g.op("Slice", rows, g.const([start], np.int64), g.const([end], np.int64), g.const([1], np.int64))
+    """Columns start..end-1, by a Gather of their indices (no Slice: see the note in _letterbox)."""
+    return g.op("Gather", rows, g.const(np.arange(start, end, dtype=np.int64)), axis=1)
 
 
 def _nms(g: Graph, boxes: str, scores: str, classes: str, settings: dict) -> str:
