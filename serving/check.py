@@ -7,7 +7,10 @@ stored samples (``<version>/samples.npz``: ``input/<name>``, ``output/<name>``, 
 ``rtol``) sent to each READY version must come back within the entry's tolerance. An output with
 a labels file (a classifier, an ensemble that classifies) is asked for once more with Triton's
 classification extension, for every class: each "score:index:label" must name the labels file's
-class at that index, with the stored score for it, best first.
+class at that index, with the stored score for it, best first. A detection ensemble (outputs
+BOXES, SCORES, CLASSES, COUNT, and NAMES) is judged per image as detections are: the recorded
+number of boxes, each recorded box answered by one of its class within 1.5 px, its score within
+2e-3 (the build records its sample images and the detections the source export gave for them).
 
     rows = check_repository(Path("model_repository"), http_url="127.0.0.1:8000",
                             grpc_url="127.0.0.1:8001")
@@ -27,6 +30,10 @@ from tritonforge.serving.errors import ServeError
 from tritonforge.serving.loading import read_config
 
 PROTOCOLS = ("http", "grpc")
+# A detection ensemble's outputs (ensembles/library/detect.py), and what "the same detections" means
+# there (issue 26): another backend (TensorRT, a GPU) moves boxes by fractions of a pixel.
+DETECTION_OUTPUTS = ("BOXES", "SCORES", "CLASSES", "COUNT")
+BOX_PX, SCORE_TOL = 1.5, 2e-3
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,8 @@ def check_version(proto: _Protocol, model: str, version: str, config, samples_pa
         answer = proto.infer(model, version, arrays, out_names)
         for n in out_names:
             got[n].append(answer[n])
+    if set(DETECTION_OUTPUTS) <= set(out_names):
+        return check_detections(got, samples.outputs, rows)
     if samples.gate:  # a reduced-precision entry: judged by its gate, not by atol/rtol
         from tritonforge.verify import Gate
 
@@ -235,6 +244,58 @@ def check_version(proto: _Protocol, model: str, version: str, config, samples_pa
         return False, "; ".join(problems)
     classified = f", labels with scores of {', '.join(o.name for o in labelled)}" if labelled else ""
     return True, f"{rows} rows, {len(out_names)} output{'' if len(out_names) == 1 else 's'}, max |diff| {worst:.2g}{classified}"
+
+
+def _image_rows(outputs: dict[str, list[np.ndarray]]) -> list[tuple]:
+    """(boxes, scores, classes, names or None) of each image, unpadded, from the answer's chunks."""
+    rows = []
+    for index, counts in enumerate(outputs["COUNT"]):
+        for row, count in enumerate(np.asarray(counts).reshape(-1)):
+            take = lambda name: np.asarray(outputs[name][index])[row, :int(count)]  # noqa: E731
+            names = [_text(v) for v in take("NAMES")] if "NAMES" in outputs else None
+            rows.append((take("BOXES").reshape(-1, 4).astype(np.float64), take("SCORES").astype(np.float64),
+                         take("CLASSES").tolist(), names))
+    return rows
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def compare_detections(served: list[tuple], recorded: list[tuple]) -> tuple[str, float]:
+    """('' or why, the largest box difference in px): every image's recorded boxes answered, each by
+    a box of its class (and name) within BOX_PX and SCORE_TOL, in any order, and no more boxes."""
+    if len(served) != len(recorded):
+        return f"{len(served)} images answered, {len(recorded)} recorded", float("inf")
+    worst = 0.0
+    for row, ((boxes, scores, classes, names), (want_boxes, want_scores, want_classes, want_names)) in enumerate(zip(served, recorded)):
+        if len(scores) != len(want_scores):
+            return f"image {row}: {len(scores)} boxes, recorded {len(want_scores)}", float("inf")
+        unused = set(range(len(scores)))
+        for i, box in enumerate(want_boxes):
+            label = want_names[i] if want_names is not None else f"class {want_classes[i]}"
+            same = [j for j in unused if classes[j] == want_classes[i] and (names is None or want_names is None or names[j] == want_names[i])]
+            if not same:
+                return f"image {row}: no {label} box answered where one was recorded at {np.round(box, 1).tolist()}", float("inf")
+            j = min(same, key=lambda k: np.abs(boxes[k] - box).max())
+            off, score_off = float(np.abs(boxes[j] - box).max()), abs(scores[j] - want_scores[i])
+            if off > BOX_PX or score_off > SCORE_TOL:
+                return (f"image {row}: the {label} box recorded at {np.round(box, 1).tolist()} is answered "
+                        f"{off:.2f} px off, score {scores[j]:.4f} (recorded {want_scores[i]:.4f})"), off
+            unused.discard(j)
+            worst = max(worst, off)
+    return "", worst
+
+
+def check_detections(got: dict[str, list[np.ndarray]], recorded: dict[str, np.ndarray], rows: int) -> tuple[bool, str]:
+    """A detection ensemble's answers on its recorded images against the recorded detections."""
+    served = _image_rows(got)
+    expected = _image_rows({name: [value] for name, value in recorded.items() if name in got})
+    why, worst = compare_detections(served, expected)
+    if why:
+        return False, f"detections: {why}"
+    boxes = sum(len(scores) for _, scores, _, _ in expected)
+    return True, f"{rows} images, {boxes} boxes as recorded (within {BOX_PX} px: max {worst:.2g} px)"
 
 
 def answers_like_samples(http_url: str, model: str, version: str, config, samples_path: Path) -> tuple[bool, str]:
