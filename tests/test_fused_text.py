@@ -41,7 +41,7 @@ def spec(folder) -> dict:
 
 
 def every_text(folder, settings) -> list[str]:
-    return list(TEXTS) + list(fused_text.CHECK_TEXTS) + [fused_text.long_text(spec(folder), settings)]
+    return list(TEXTS) + fused_text.check_texts(spec(folder), settings)
 
 
 def step_tokens(folder, settings, texts) -> dict[str, np.ndarray]:
@@ -62,10 +62,12 @@ def graph_tokens(graph, settings, texts) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("truncation, padding", [("right", "right"), ("left", "left"), ("right", "left"), ("left", "right")])
-def test_bpe_graph_gives_the_text_steps_tokens_exactly(text_models, truncation, padding):
+def test_roberta_bpe_graph_gives_the_text_steps_tokens_exactly(text_models, truncation, padding):
     folder = text_models / "roberta_reviews"
     settings = {**ROBERTA, "truncation_side": truncation, "padding_side": padding}
     graph = fused_text.tokenizer_graph(spec(folder), settings, 18)
+    # RobertaTokenizer: the vocabulary has its <s> </s> <pad> <unk>, not GPT2Tokenizer's <|endoftext|>
+    assert [n.op_type for n in graph.graph.node if n.domain == fused_text.DOMAIN] == ["RobertaTokenizer"]
     texts = every_text(folder, settings)
     expected, answer = step_tokens(folder, settings, texts), graph_tokens(graph, settings, texts)
     for name in ("input_ids", "attention_mask"):
@@ -96,32 +98,61 @@ def test_wordpiece_folder_is_not_fused_and_the_reason_names_the_text(text_models
     assert reason.startswith("on text 'control\\x01\\x02chars\\x7f") and "\n" not in reason
 
 
-def mutated(folder, **changes) -> dict:
-    tokenizer = copy.deepcopy(spec(folder))
-    for path, value in changes.items():
-        *parents, key = path.split("__")
-        node = tokenizer
-        for parent in parents:
-            node = node[parent]
-        node[key] = value
-    return tokenizer
+def without_roberta_specials(tokenizer: dict) -> None:
+    """The ops' own special tokens gone from the vocabulary (another folder's BPE spells them otherwise)."""
+    for token in ("<s>", "</s>"):
+        tokenizer["model"]["vocab"][f"[{token}]"] = tokenizer["model"]["vocab"].pop(token)
+    tokenizer["added_tokens"] = [t for t in tokenizer["added_tokens"] if t["content"] not in ("<s>", "</s>")]
 
 
-UNFUSABLE = [  # (folder, changes to its tokenizer.json, words the one-line reason has)
-    ("roberta_reviews", {"model__type": "WordLevel"}, "no tokenizer op reproduces a 'WordLevel' model"),
-    ("roberta_reviews", {"model__type": "Unigram"}, "no tokenizer op reproduces a 'Unigram' model"),
-    ("roberta_reviews", {"pre_tokenizer__add_prefix_space": True}, "ByteLevel pre-tokenizer"),
-    ("roberta_reviews", {"normalizer": {"type": "NFC"}}, "a byte-level BPE with a normalizer"),
-    ("roberta_reviews", {"post_processor": {"type": "Sequence", "processors": []}}, "post-processor 'Sequence'"),
-    ("bert_reviews", {"pre_tokenizer": {"type": "Whitespace"}}, "BertNormalizer and BertPreTokenizer"),
+UNFUSABLE = [  # (folder, a change to its tokenizer.json, words the one-line reason has)
+    ("roberta_reviews", lambda t: t["model"].update(type="WordLevel"), "no tokenizer op reproduces a 'WordLevel' model"),
+    ("roberta_reviews", lambda t: t["model"].update(type="Unigram"), "no tokenizer op reproduces a 'Unigram' model"),
+    ("roberta_reviews", lambda t: t["pre_tokenizer"].update(add_prefix_space=True), "ByteLevel pre-tokenizer"),
+    ("roberta_reviews", lambda t: t.update(normalizer={"type": "NFC"}), "a byte-level BPE with a normalizer"),
+    ("roberta_reviews", lambda t: t.update(post_processor={"type": "Sequence", "processors": []}), "post-processor 'Sequence'"),
+    ("roberta_reviews", without_roberta_specials, "neither GPT2Tokenizer's special token <|endoftext|> nor RobertaTokenizer's"),
+    ("bert_reviews", lambda t: t.update(pre_tokenizer={"type": "Whitespace"}), "BertNormalizer and BertPreTokenizer"),
 ]
 
 
-@pytest.mark.parametrize("folder, changes, words", UNFUSABLE)
-def test_a_tokenizer_the_ops_cannot_express_is_refused_in_one_line(text_models, folder, changes, words):
+@pytest.mark.parametrize("folder, change, words", UNFUSABLE, ids=[w.split(" ")[-1] for _, _, w in UNFUSABLE])
+def test_a_tokenizer_the_ops_cannot_express_is_refused_in_one_line(text_models, folder, change, words):
     settings = BERT if folder == "bert_reviews" else ROBERTA
-    reason = fused_text.tokenizer_graph(mutated(text_models / folder, **changes), settings, 18)
+    tokenizer = copy.deepcopy(spec(text_models / folder))
+    change(tokenizer)
+    reason = fused_text.tokenizer_graph(tokenizer, settings, 18)
     assert isinstance(reason, str) and words in reason and "\n" not in reason
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    """A GPT-2-style tokenizer: byte-level BPE, <|endoftext|> its only special token, no special
+    tokens around a text (a ByteLevel post-processor)."""
+    from fixtures_text import corpus
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=400, show_progress=False, special_tokens=["<|endoftext|>"],
+                                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    folder = tmp_path_factory.mktemp("gpt2")
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.mark.parametrize("truncation, padding", [("right", "right"), ("left", "left")])
+def test_gpt2_style_bpe_graph_gives_the_text_steps_tokens_exactly(gpt2_folder, truncation, padding):
+    settings = {**ROBERTA, "pad_id": 0, "pad_token": "<|endoftext|>", "truncation_side": truncation, "padding_side": padding}
+    graph = fused_text.tokenizer_graph(spec(gpt2_folder), settings, 18)
+    assert [n.op_type for n in graph.graph.node if n.domain == fused_text.DOMAIN] == ["GPT2Tokenizer"]
+    texts = every_text(gpt2_folder, settings)
+    expected, answer = step_tokens(gpt2_folder, settings, texts), graph_tokens(graph, settings, texts)
+    for name in ("input_ids", "attention_mask"):
+        np.testing.assert_array_equal(answer[name], expected[name])
+    assert fused_text.first_difference(graph, gpt2_folder / "tokenizer.json", settings, texts) == ""
 
 
 # -------------------------------------------------------------------------------------------------
@@ -201,3 +232,20 @@ def test_fused_entry_on_triton_cpp_onnxruntime_backend(reference_server, fused_t
     module, client = clients(reference_server, protocol)
     expected = infer(*clients(fused_text_server, protocol), "roberta_reviews_ensemble", texts)
     np.testing.assert_allclose(infer(module, client, name, texts), expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_fused_entry_refuses_text_that_is_not_utf8_and_answers_the_next(fused_text_server, protocol):
+    """serve-repo's ONNX Runtime backend decodes each request's strings as it reads it: a 400 of
+    its own naming the input and row (the ensemble's step refuses it too)."""
+    module, client = clients(fused_text_server, protocol)
+    raw = np.array([[b"good"], [b"bad \xe9 x"]], dtype=object)
+    tensor = module.InferInput("RAW", list(raw.shape), "BYTES")
+    tensor.set_data_from_numpy(raw)
+    with pytest.raises(Exception) as refused:
+        client.infer("roberta_reviews_ensemble_fused", [tensor])
+    message = str(refused.value)
+    assert "input 'RAW' row 1 is not valid UTF-8 (byte 0xe9 at offset 4)" in message
+    assert ("[400]" in message) if protocol == "http" else ("INVALID_ARGUMENT" in message)
+    assert infer(module, client, "roberta_reviews_ensemble_fused", ["good"]).shape == (1, 3)

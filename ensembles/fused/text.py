@@ -66,6 +66,7 @@ CHECK_TEXTS = (
     "\u00a0no\u2009break\u200bzero\u3000width",
     "control\x01\x02chars\x7f and \ufffd replacement",
     "don't won't I'm we've y'all",
+    "<|endoftext|> <s> </s> [CLS] [SEP] <unk> [UNK] written out",
     "123 4567 89.5 1,000,000 3.14159",
     "a" * 150 + " " + "b" * 99,
     # beyond Latin-1, where normalizers differ most: case and accents of Latin Extended, a title-case
@@ -90,7 +91,7 @@ class TextFuser(Fuser):
         graph = tokenizer_graph(spec, step.settings, opset)
         if isinstance(graph, str):
             return f"{graph}; the Python step stays"
-        texts = sample_texts(pipeline.ensemble.samples[0][RAW]) + list(CHECK_TEXTS) + [long_text(spec, step.settings)]
+        texts = sample_texts(pipeline.ensemble.samples[0][RAW]) + check_texts(spec, step.settings)
         differs = first_difference(graph, Path(files[TOKENIZER_FILE]), step.settings, texts)
         if differs:
             return f"the tokenizer ops answer other tokens than the folder's {TOKENIZER_FILE} {differs}; the Python step stays"
@@ -105,6 +106,13 @@ class TextFuser(Fuser):
 
 def sample_texts(raw: np.ndarray) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in raw.reshape(-1)]
+
+
+def check_texts(spec: dict, settings: dict) -> list[str]:
+    """:data:`CHECK_TEXTS`, a text past the model's length, and one with the folder's own special
+    and added tokens written out (the tokenizers library reads them as those tokens)."""
+    added = " ".join(f"a{t['content']}b" for t in spec.get("added_tokens", []))
+    return list(CHECK_TEXTS) + [long_text(spec, settings), f"{added} end"]
 
 
 def long_text(spec: dict, settings: dict) -> str:
@@ -139,10 +147,13 @@ def first_difference(graph: onnx.ModelProto, tokenizer_file: Path, settings: dic
     names = [o["name"] for o in settings["outputs"]]
     for batch in [[t] for t in texts] + [texts]:
         expected = module.encode(tokenizer, batch, {**settings, "cut_chars": 0})
-        answer = dict(zip(names, session.run([PREFIX + n for n in names], {RAW: np.array(batch, dtype=object).reshape(-1, 1)})))
+        where = f"text {batch[0]!r:.50}" if len(batch) == 1 else f"a batch of {len(batch)} texts"
+        try:
+            answer = dict(zip(names, session.run([PREFIX + n for n in names], {RAW: np.array(batch, dtype=object).reshape(-1, 1)})))
+        except Exception as exc:  # ONNX Runtime's message is several lines: its first says what failed
+            return f"on {where}: the graph fails ({str(exc).strip().splitlines()[0][:160]})"
         for name in names:
             if answer[name].shape != expected[name].shape or not np.array_equal(answer[name], expected[name]):
-                where = f"text {batch[0]!r:.50}" if len(batch) == 1 else f"a batch of {len(batch)} texts"
                 return f"on {where}: {name} {describe(answer[name], expected[name])}"
     return ""
 
@@ -322,12 +333,27 @@ def byte_level_bpe(g: Nodes, spec: dict, texts: str):
         return f"a BPE tokenizer is fused with a ByteLevel pre-tokenizer (its regex, no prefix space), not {json.dumps(pre)[:80]}"
     if normalizer or model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix") \
             or model.get("byte_fallback"):
-        return "a byte-level BPE with a normalizer, dropout, subword affixes or byte fallback is not what GPT2Tokenizer does"
+        return "a byte-level BPE with a normalizer, dropout, subword affixes or byte fallback is not what the BPE ops do"
+    # Each op knows special tokens of its own, read in any text: GPT2Tokenizer "<|endoftext|>",
+    # RobertaTokenizer "<s>", "</s>", "<pad>", "<unk>" (and adds <s> ... </s>). One whose special
+    # tokens the vocabulary lacks answers ids past it (the model then fails on such a text).
+    known = set(model["vocab"]) | {t["content"] for t in spec.get("added_tokens", [])}
+    op = next((name for name, tokens in BPE_OPS.items() if tokens <= known), None)
+    if op is None:
+        return ("the vocabulary has neither GPT2Tokenizer's special token <|endoftext|> nor RobertaTokenizer's "
+                "<s> </s> <pad> <unk>, which the ops read in any text")
     merges = "\n".join(" ".join(m) if isinstance(m, list) else m for m in model["merges"])
     added = "\n".join(f"{t['content']}={t['id']}" for t in spec.get("added_tokens", []))
-    ids, mask = g.op("GPT2Tokenizer", [texts], 2, domain=DOMAIN, vocab=json.dumps(model["vocab"], ensure_ascii=False),
+    ids, mask = g.op(op, [texts], 2, domain=DOMAIN, vocab=json.dumps(model["vocab"], ensure_ascii=False),
                      merges=merges, padding_length=-1, added_token=added)
-    return ids, g.op("ReduceSum", [mask, g.const([1])], keepdims=0)
+    counts = g.op("ReduceSum", [mask, g.const([1])], keepdims=0)
+    if op == "RobertaTokenizer":  # the text's own tokens are between the <s> and </s> it added
+        ids = g.op("Slice", [ids, g.const([1]), g.const([2**62]), g.const([1])])
+        counts = g.op("Sub", [counts, g.const(2)])
+    return ids, counts
+
+
+BPE_OPS = {"GPT2Tokenizer": {"<|endoftext|>"}, "RobertaTokenizer": {"<s>", "</s>", "<pad>", "<unk>"}}
 
 
 def finish(g: Nodes, content: str, lengths: str, budget: int, specials: dict, settings: dict) -> None:
@@ -370,7 +396,7 @@ def finish(g: Nodes, content: str, lengths: str, budget: int, specials: dict, se
                "attention_mask": g.op("Cast", [real], to=TensorProto.INT64)}
     if settings["padding_side"] == "left":  # roll each row right by its padding: the padding first
         rows = g.op("ReduceSum", [columns["attention_mask"], g.const([1])], keepdims=1)
-        index = g.op("Mod", [g.op("Add", [g.op("Sub", [p, total]), rows]), total])
+        index = g.op("Mod", [g.op("Add", [p, rows]), g.op("Max", [total, g.const([1])])])  # no columns: no division by 0
         index = g.op("Expand", [index, g.op("Shape", [in_text])])
         columns = {k: g.op("GatherElements", [v, index], axis=1) for k, v in columns.items()}
     for output in settings["outputs"]:

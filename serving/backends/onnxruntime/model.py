@@ -9,7 +9,8 @@ are named once in Triton's log and ignored.
 import numpy as np
 
 from tritonforge.repository import STRING, op_libraries
-from tritonforge.serving.backends.common import BatchedModel, ConfigRefused, ModelArgs, TensorSpec, artifact_tensor, check_config, refuse
+from tritonforge.serving.backends.common import (BadRequest, BatchedModel, ConfigRefused, ModelArgs, TensorSpec, artifact_tensor,
+                                                  check_config, refuse)
 
 # ONNX Runtime type strings -> numpy dtypes (Triton's names come from tritonforge.repository.dtypes).
 _ORT_TYPES = {
@@ -116,19 +117,43 @@ class TritonPythonModel:
                 logger.log_warn(f"model '{margs.name}': serve-repo runs ONNX Runtime on the CPU and ignores {ignored}")
         self.string_inputs = {t.name for t in inputs if t.dtype == STRING}
         self.output_names = [io["name"] for io in margs.outputs()]
-        self.model = BatchedModel(margs, self._run)
+        self.model = StringsModel(margs, self._run, self.string_inputs) if self.string_inputs else BatchedModel(margs, self._run)
 
     def _run(self, arrays):
-        if not self.string_inputs:
-            return dict(zip(self.output_names, self.session.run(self.output_names, arrays)))
-        feed = {}
-        for name, value in arrays.items():
-            if name in self.string_inputs:
-                # ONNX Runtime takes str, Triton sends bytes.
-                value = np.char.decode(value.astype(np.bytes_), "utf-8")
-            feed[name] = value
-        values = self.session.run(self.output_names, feed)
-        return dict(zip(self.output_names, values))
+        return dict(zip(self.output_names, self.session.run(self.output_names, arrays)))
 
     def execute(self, requests):
         return self.model.execute(requests)
+
+
+class StringsModel(BatchedModel):
+    """ONNX Runtime takes str, Triton sends bytes: each request's string inputs are decoded as it
+    is read, so a request that is not UTF-8 is a 400 of its own, not a failure of the requests
+    batched with it."""
+
+    def __init__(self, args, run, string_inputs):
+        super().__init__(args, run)
+        self.string_inputs = frozenset(string_inputs)
+
+    def _read(self, request):
+        arrays = super()._read(request)
+        for name in self.string_inputs.intersection(arrays):
+            arrays[name] = decoded(name, arrays[name])
+        return arrays
+
+
+def decoded(name: str, value: np.ndarray) -> np.ndarray:
+    try:
+        return np.char.decode(value.astype(np.bytes_), "utf-8")
+    except UnicodeDecodeError:
+        pass
+    rows = value.reshape(value.shape[0], -1) if value.ndim else value.reshape(1, 1)
+    for row, items in enumerate(rows):
+        for item in items:
+            data = item if isinstance(item, bytes) else bytes(item)
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadRequest(f"input '{name}' row {row} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+                                 f"{exc.start})") from None
+    raise BadRequest(f"input '{name}' is not valid UTF-8")
