@@ -344,7 +344,7 @@ def export_checkpoint(probe: FileProbe, sidecar: Sidecar) -> dict[str, Any]:
     level = LOGGER.level
     LOGGER.setLevel(logging.WARNING)  # its export prints a dozen lines into the build's progress otherwise
     try:
-        exported = Path(YOLO(str(copy), task="detect").export(format="onnx", dynamic=True, verbose=False))
+        exported = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, verbose=False))  # the checkpoint says its task
         model = onnx.load(str(exported))
     except Exception as exc:
         raise BuildError(f"{name}: ultralytics could not export it to ONNX ({type(exc).__name__}: {one_line(exc)})") from None
