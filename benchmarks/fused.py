@@ -148,6 +148,10 @@ def check_answers(servers: dict, served: dict[str, list[str]], requests: dict) -
                 module.InferenceServerClient(url).infer(model, tensors)
 
 
+def _process(server):
+    return getattr(server, "process", None) or server.server.process
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3, help="seconds a figure, each round")
@@ -158,7 +162,7 @@ def main(argv=None) -> int:
                         help="measure only this pipeline (repeatable; default: all)")
     args = parser.parse_args(argv)
     args.pipelines = args.pipelines or list(PIPELINES)
-    args.refused = {}
+    args.refused, args.died = {}, {}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still stops its servers
     models = [m for key in args.pipelines for m in PIPELINES[key]]
     rounds: dict[tuple[str, str, str], list] = {}
@@ -177,7 +181,16 @@ def main(argv=None) -> int:
             measure(servers[server], protocol, model, requests[model], 1)
         for number in range(args.rounds):
             for server, protocol, model in (figures if number % 2 == 0 else figures[::-1]):
-                figure = measure(servers[server], protocol, model, requests[model], args.seconds)
+                if server in args.died:
+                    continue
+                try:
+                    figure = measure(servers[server], protocol, model, requests[model], args.seconds)
+                except Exception as exc:  # a server that dies under load: say so, keep the other figures
+                    if _process(servers[server]).poll() is not None:
+                        args.died[server] = f"{server} died under {protocol} load of `{model}` in round {number + 1}: {exc}"
+                        print(f"  {args.died[server]}", flush=True)
+                        continue
+                    raise
                 rounds.setdefault((server, protocol, model), []).append(figure)
                 print(f"  round {number + 1}: {server} {protocol} {model}: {fmt([figure])}", flush=True)
     args.load.append(os.getloadavg())
@@ -206,6 +219,9 @@ def report(r: dict, args) -> str:
     lines += ["", "Goals (issue 30): fused >= 0.8x of bare on the C++ backend, >= 0.7x on serve-repo.", "",
               "Server CPU a request and errors, each figure:", ""]
     lines += [f"- {s} {p} `{m}`: {fmt(figures)}" for (s, p, m), figures in r.items()]
+    if args.died:
+        lines += ["", "Servers that died during the run (their later figures are missing):", ""]
+        lines += [f"- {why}" for why in args.died.values()]
     if args.refused:
         lines += ["", "Not loaded, so not measured:", ""]
         lines += [f"- {s} `{m}`: {why}" for (s, m), why in args.refused.items()]
