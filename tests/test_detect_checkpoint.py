@@ -56,7 +56,8 @@ def test_with_ultralytics_a_checkpoint_is_not_unpickled_without_allow_pickle(tmp
 
 def test_with_ultralytics_and_allow_pickle_a_checkpoint_is_built_as_its_export(tmp_path):
     """The checkpoint of the fixture's exports: exported by ultralytics (dynamic=True) outside the
-    models folder, built as a batched detector with its ensemble, whose detections are ultralytics'."""
+    models folder, verified against the PyTorch model, built as a batched detector with its
+    ensemble, whose detections are ultralytics'."""
     from tritonforge.ensembles.library import load_template
 
     ultralytics_or_skip()
@@ -64,6 +65,8 @@ def test_with_ultralytics_and_allow_pickle_a_checkpoint_is_built_as_its_export(t
     assert {n: r.status.name for n, r in results.items()} == {
         "shapes": "OK", "shapes_letterbox": "OK", "shapes_detect_post": "OK", "shapes_detect": "OK"}, results["shapes"].reason
     assert results["shapes"].framework == "yolo"
+    # verified against the PyTorch model, not against the export itself: fused convolutions differ a little
+    assert 0 < results["shapes"].max_error < 1e-2
     assert results["shapes"].signature.describe() == "images:float32[?x3x160x160] -> output0:float32[?x7x?]"
     assert sorted(p.name for p in models.iterdir()) == ["shapes.pt"]  # the export was not written beside it
     repo = tmp_path / "repo"

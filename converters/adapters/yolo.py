@@ -300,8 +300,10 @@ class YoloAdapter(AdapterBase):
         return None
 
     def reference(self, model: Any, inputs: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
-        # The source of an exported detector is ONNX Runtime on the file as ultralytics wrote it
-        # (for a checkpoint: on ultralytics' own export of it).
+        # The source of an exported detector is ONNX Runtime on the file as ultralytics wrote it;
+        # of a checkpoint, the PyTorch model as ultralytics loads it, so its export is verified too.
+        if "torch" in model:
+            return _run_torch(model["torch"], model["detector"], inputs)
         return get_format("onnx").runner(model["path"])(inputs)
 
     def sample_inputs(self, model: Any, signature: Signature, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -320,8 +322,9 @@ def export_command(name: str) -> str:
 
 def export_checkpoint(probe: FileProbe, sidecar: Sidecar) -> dict[str, Any]:
     """An ultralytics checkpoint exported by ultralytics itself (``dynamic=True``, its other
-    defaults: the checkpoint's imgsz, simplified) in a temporary folder, and loaded as that export.
-    Needs ultralytics importable and ``--allow-pickle`` (unpickling a checkpoint runs its code)."""
+    defaults: the checkpoint's imgsz, simplified) in a temporary folder, and loaded as that export,
+    with the PyTorch model as the reference it is verified against. Needs ultralytics importable
+    and ``--allow-pickle`` (unpickling a checkpoint runs its code)."""
     import onnx
 
     name = probe.path.name
@@ -352,8 +355,20 @@ def export_checkpoint(probe: FileProbe, sidecar: Sidecar) -> dict[str, Any]:
         LOGGER.setLevel(level)
     if metadata(model).get("task") != "detect":
         raise BuildError(f"{name}: an ultralytics {metadata(model).get('task', '?')} model, not a detector (task: detect)")
-    # The folder lives as long as the loaded model: the reference runs the export from it.
-    return {"proto": model, "path": exported, "detector": read_detector(model, name, sidecar), "workdir": workdir}
+    network = YOLO(str(copy)).model.float().eval()  # a fresh load: the exporter fused its own copy
+    # The folder lives as long as the loaded model (the export is read from it).
+    return {"proto": model, "path": exported, "detector": read_detector(model, name, sidecar), "workdir": workdir,
+            "torch": network}
+
+
+def _run_torch(network, detector: Detector, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An ultralytics detection model in eval mode: its first answer is the decoded head."""
+    import torch
+
+    with torch.no_grad():
+        answer = network(torch.from_numpy(np.ascontiguousarray(inputs[detector.input], np.float32)))
+    head = answer[0] if isinstance(answer, (list, tuple)) else answer
+    return {detector.output: head.numpy()}
 
 
 def undeclared_head_hint(model) -> str:
