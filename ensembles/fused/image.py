@@ -1,7 +1,7 @@
 """``image``: the image classifier's ensemble (image step -> model -> Triton's classification) as one
 ONNX graph that takes the encoded file's bytes.
 
-Input ``RAW``: ``UINT8 [-1]``, the bytes of one PNG or JPEG file, one image a request
+Input ``RAW``: ``UINT8 [-1]``, the bytes of one PNG file, one image a request
 (``max_batch_size: 0``). Not the ensemble's ``BYTES``: Triton hands BYTES to ONNX Runtime as a
 string tensor, and no standard or onnxruntime-extensions op turns a string into the ``uint8``
 buffer that ``DecodeImage`` decodes; so clients send the file as UINT8. Requests of different
@@ -9,24 +9,28 @@ lengths cannot be batched together, hence one image a request and no dynamic bat
 the ensemble's, with a batch of one (``[1, classes]``).
 
 The graph does what ``ensembles/steps/image.py`` does, op for op, so its answers are the Python
-step's:
+step's (exactly for a PNG at the model's size, as the verification images are):
 
 - decode: onnxruntime-extensions' ``DecodeImage`` (domain ``com.microsoft.extensions``), which
-  answers BGR ``[h, w, 3]`` uint8 for every PNG or JPEG (grey and palette images expanded, alpha
-  dropped, as OpenCV's ``imdecode``). PNG pixels are OpenCV's and Pillow's exactly; JPEG pixels may
-  differ from Pillow's libjpeg by a few levels;
+  answers BGR ``[h, w, 3]`` uint8 (grey and palette images expanded, alpha dropped, as OpenCV's
+  ``imdecode``), PNG pixels exactly OpenCV's and Pillow's. **PNG only**: DecodeImage 0.15.2 ends
+  the process on a malformed JPEG or any other non-PNG bytes (libjpeg's ``exit``), so the graph
+  hands it only files with PNG's signature and refuses others with an error naming the node
+  (:data:`NOT_PNG`); JPEG clients use the Python-step ensemble (or send PNG);
 - grey models: Pillow's ``convert("L")`` in integers, ``(R*19595 + G*38470 + B*7471 + 32768) >> 16``
   (a grey image expanded to BGR comes back unchanged); RGB models: the channels reversed;
-- resize when the image is not the model's size: Pillow's BILINEAR resample exactly (horizontal
-  pass then vertical, each rounded to 8 bits, with its 22-bit fixed-point coefficients: triangle
-  filter widened by the downscale factor, the window cut at the edges and renormalised), built in
-  the graph as two coefficient matrices from the image's size. ONNX ``Resize`` (linear,
-  ``antialias=1``, ``exclude_outside=1``) comes within one level of it but not exactly, so it is
-  not used;
+- resize when the image is not the model's size: Pillow's BILINEAR resample (libImaging/Resample.c:
+  triangle filter widened by the downscale factor, the window cut at the edges and renormalised,
+  22-bit fixed-point coefficients, each pass rounded to 8 bits), horizontal pass then vertical,
+  built in the graph as two coefficient matrices from the image's size. Pillow 13 orders its two
+  passes by a rule its earlier sources do not show, so a resized image's pixels are within one
+  level of the step's (measured: 6.7% of them one level off on smooth grey images; equal when no
+  resize is needed). ONNX ``Resize`` (linear, ``antialias=1``, ``exclude_outside=1``) is also within
+  one level, but off on more pixels;
 - ``(pixel * scale - mean) / std`` in float32, in the model's layout and dtype.
 
 Not in the graph: the step's bounds (32 MB, 4096x4096 pixels) and its 400 for an undecodable image:
-the graph's refusal is ONNX Runtime's error (500 on Triton's C++ backend).
+the graph's refusal is ONNX Runtime's error (500 on Triton's C++ backend, and on serve-repo).
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ DECODE_DOMAIN = "com.microsoft.extensions"  # DecodeImage in onnxruntime-extensi
 LIBRARY = "ortextensions"  # tritonforge.repository.op_libraries
 PREFIX = "tritonforge_image/"
 MIN_OPSET = 13  # ReduceSum and Unsqueeze take their axes as an input from 13
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The name of the node that refuses a file that is not a PNG: ONNX Runtime's error names it.
+NOT_PNG = "not a PNG file: the fused entry decodes PNG only"
 PRECISION_BITS = 22  # Pillow's fixed point for 8-bit resampling (libImaging/Resample.c: 32 - 8 - 2)
 # Pillow's RGB -> L weights (libImaging/Convert.c, L24), here in DecodeImage's BGR order.
 GREY_WEIGHTS_BGR = (7471, 38470, 19595)
@@ -137,7 +144,7 @@ def preprocess(settings: dict):
     from onnx import TensorProto, helper
 
     b = _Builder()
-    bgr = b.op("DecodeImage", [RAW], "bgr")  # [h, w, 3] uint8
+    bgr = _decode_png_only(b)  # [h, w, 3] uint8
     if settings["channels"] == 1:
         weighted = b.op("Mul", [b.op("Cast", [bgr], to=TensorProto.INT32), b.constant("grey_weights", np.array(GREY_WEIGHTS_BGR, np.int32))])
         summed = b.op("ReduceSum", [weighted, b.constant("channel_axis", np.array([2], np.int64))], keepdims=1)
@@ -150,8 +157,10 @@ def preprocess(settings: dict):
     in_h = b.op("Gather", [shape, b.constant("h_index", np.array(1, np.int64))], "in_h")
     in_w = b.op("Gather", [shape, b.constant("w_index", np.array(2, np.int64))], "in_w")
     # Pillow resamples horizontally first, rounding to 8 bits, then vertically.
-    across = _rounded(b, b.op("MatMul", [planes, _coefficients(b, in_w, settings["width"], "w")]))  # [c, h, width]
-    down = b.op("Transpose", [_coefficients(b, in_h, settings["height"], "h")], perm=[1, 0])  # [height, h]
+    # No Transpose next to these double MatMuls: ONNX Runtime 1.19 (Triton 24.10) fuses one into a
+    # FusedMatMul that has no double kernel and refuses the model at load.
+    across = _rounded(b, b.op("MatMul", [planes, _coefficients(b, in_w, settings["width"], "w", pixels_last=False)]))
+    down = _coefficients(b, in_h, settings["height"], "h", pixels_last=True)  # [height, h]
     resized = _rounded(b, b.op("MatMul", [down, across]))  # [c, height, width]
     values = b.op("Cast", [resized], to=TensorProto.FLOAT)
     channels = settings["channels"]
@@ -167,22 +176,51 @@ def preprocess(settings: dict):
     return b.nodes, b.constants
 
 
-def _coefficients(b: _Builder, size: str, out: int, axis: str) -> str:
+def _decode_png_only(b: _Builder) -> str:
+    """DecodeImage of ``RAW`` when it starts with PNG's signature; anything else goes to a
+    DecodeImage of one zero byte, which fails cleanly with the node's name in the error.
+
+    onnxruntime-extensions 0.15.2 hands every file that is not a PNG to libjpeg, whose default
+    error handler calls exit(): a malformed JPEG, a GIF or a line of text ends serve-repo's model
+    process, and leaves Triton's C++ backend hanging in exit() with every later request timing out
+    (seen here on r24.10). So the fused entry decodes PNG only; its libpng errors are returned."""
+    from onnx import TensorProto, helper
+
+    padded = b.op("Concat", [RAW, b.constant("eight_zeros", np.zeros(8, np.uint8))], axis=0)
+    head = b.op("Slice", [padded, b.constant("head_start", np.array([0], np.int64)), b.constant("head_end", np.array([8], np.int64))])
+    same = b.op("Equal", [b.op("Cast", [head], to=TensorProto.INT32), b.constant("png_signature", np.frombuffer(PNG_SIGNATURE, np.uint8).astype(np.int32))])
+    # every byte equal: the minimum over all of them (no axes: the same in every opset)
+    matches = b.op("ReduceMin", [b.op("Cast", [same], to=TensorProto.INT32)], keepdims=0)
+    is_png = b.op("Cast", [matches], "is_png", to=TensorProto.BOOL)
+    pixels = helper.make_tensor_value_info(PREFIX + "decoded", TensorProto.UINT8, None)
+    png = helper.make_graph([helper.make_node("DecodeImage", [RAW], [PREFIX + "decoded"], name=PREFIX + "decode",
+                                              domain=DECODE_DOMAIN)], "png", [], [pixels])
+    nothing = helper.make_tensor(PREFIX + "no_image", TensorProto.UINT8, [1], [0])
+    refused = helper.make_graph([helper.make_node("Constant", [], [PREFIX + "no_image"], value=nothing),
+                                 helper.make_node("DecodeImage", [PREFIX + "no_image"], [PREFIX + "decoded"],
+                                                  name=NOT_PNG, domain=DECODE_DOMAIN)], "not_png", [], [pixels])
+    return b.op("If", [is_png], "bgr", then_branch=png, else_branch=refused)
+
+
+def _coefficients(b: _Builder, size: str, out: int, axis: str, pixels_last: bool) -> str:
     """Pillow's fixed-point BILINEAR coefficients from ``size`` (int64 scalar) input pixels to
-    ``out``: a [size, out] double matrix of integers (libImaging/Resample.c, precompute_coeffs and
-    normalize_coeffs_8bpc, each step in its order of operations)."""
+    ``out``: a double matrix of integers, [size, out] or, ``pixels_last``, [out, size]
+    (libImaging/Resample.c, precompute_coeffs and normalize_coeffs_8bpc, each step in its order of
+    operations)."""
+    pixel_axis, out_shape = (1, (out, 1)) if pixels_last else (0, (1, out))
     from onnx import TensorProto
 
     n = b.op("Cast", [size], f"{axis}_size", to=TensorProto.DOUBLE)
     one = b.constant(f"{axis}_one", np.array(1.0))
     scale = b.op("Div", [n, b.constant(f"{axis}_out", np.array(float(out)))], f"{axis}_scale")
     ss = b.op("Div", [one, b.op("Max", [scale, one], f"{axis}_filterscale")], f"{axis}_ss")
-    centres = b.op("Mul", [b.constant(f"{axis}_centre_steps", (np.arange(out) + 0.5).reshape(1, out)), scale])  # [1, out]
+    centres = b.op("Mul", [b.constant(f"{axis}_centre_steps", (np.arange(out) + 0.5).reshape(out_shape)), scale])
     pixels = b.op("Range", [b.constant(f"{axis}_zero", np.array(0, np.int64)), size, b.constant(f"{axis}_step", np.array(1, np.int64))])
-    pixels = b.op("Unsqueeze", [b.op("Cast", [pixels], to=TensorProto.DOUBLE), b.constant(f"{axis}_last", np.array([1], np.int64))])
+    pixels = b.op("Unsqueeze", [b.op("Cast", [pixels], to=TensorProto.DOUBLE),
+                                b.constant(f"{axis}_other", np.array([1 - pixel_axis], np.int64))])
     x = b.op("Mul", [b.op("Add", [b.op("Sub", [pixels, centres]), b.constant(f"{axis}_half", np.array(0.5))]), ss])
     weights = b.op("Max", [b.op("Sub", [one, b.op("Abs", [x])]), b.constant(f"{axis}_nothing", np.array(0.0))], f"{axis}_weights")
-    total = b.op("ReduceSum", [weights, b.constant(f"{axis}_rows", np.array([0], np.int64))], keepdims=1)
+    total = b.op("ReduceSum", [weights, b.constant(f"{axis}_pixels", np.array([pixel_axis], np.int64))], keepdims=1)
     normalised = b.op("Div", [weights, total])
     fixed = b.op("Mul", [normalised, b.constant(f"{axis}_unit", np.array(float(1 << PRECISION_BITS)))])
     return b.op("Floor", [b.op("Add", [fixed, b.constant(f"{axis}_round", np.array(0.5))])], f"{axis}_coefficients")
