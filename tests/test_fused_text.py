@@ -219,6 +219,13 @@ def test_fused_entry_answers_as_the_python_step_ensemble(fused_text_server, text
         ensemble = infer(module, client, "roberta_reviews_ensemble", batch)
         fused = infer(module, client, "roberta_reviews_ensemble_fused", batch)
         np.testing.assert_allclose(fused, ensemble, atol=ATOL, rtol=0)
+    # Triton's classification extension on both: "score:index:label", the same labels in the same order
+    top = {m: infer(module, client, m, texts[:8], class_count=3) for m in ("roberta_reviews_ensemble", "roberta_reviews_ensemble_fused")}
+    parsed = {m: [[v.decode().split(":", 1) for v in row] for row in answer] for m, answer in top.items()}
+    assert [[i for _, i in row] for row in parsed["roberta_reviews_ensemble_fused"]] == [[i for _, i in row] for row in parsed["roberta_reviews_ensemble"]]
+    assert {i.split(":")[1] for row in parsed["roberta_reviews_ensemble_fused"] for _, i in row} == {"negative", "neutral", "positive"}
+    np.testing.assert_allclose([[float(p) for p, _ in row] for row in parsed["roberta_reviews_ensemble_fused"]],
+                               [[float(p) for p, _ in row] for row in parsed["roberta_reviews_ensemble"]], atol=ATOL)
 
 
 @pytest.mark.slow

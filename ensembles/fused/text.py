@@ -11,7 +11,10 @@ its outputs. The folder's ``tokenizer.json`` decides the ops:
   library answers the whole word as ``[UNK]``: the graph drops those pieces of every word that ends
   in ``[UNK]``. (``BertTokenizer``, the one-op form, cannot be mended so: it loses the word rows.)
 - **byte-level BPE** (RoBERTa, GPT-2: ``ByteLevel`` pre-tokenizer without a prefix space):
-  ``GPT2Tokenizer`` on the whole batch, the folder's added tokens passed as ``added_token``.
+  ``RobertaTokenizer`` (a vocabulary with ``<s> </s> <pad> <unk>``; the ``<s>``/``</s>`` it adds
+  are sliced off) or ``GPT2Tokenizer`` (one with ``<|endoftext|>``) on the whole batch, the
+  folder's added tokens passed as ``added_token``. Each op reads its own special tokens in any
+  text: a vocabulary with neither set is not fused.
 
 Then standard ONNX ops do what the step's settings say, as the tokenizers library does it:
 truncation of the text's tokens to ``max_length`` less the special tokens (right or left), the
@@ -26,10 +29,10 @@ verification texts (the ensemble's sample texts and :data:`CHECK_TEXTS`: repeate
 the vocabulary lacks, empty, past the model's length, non-ASCII, control characters, one batch of
 them all); otherwise it returns the first text that differs, and the Python step stays.
 
-What the fused entry does not do as the step does (docs/FUSED.md): it answers invalid UTF-8 and
-texts over ``max_text_bytes`` instead of refusing them with a 400, it tokenizes a long text whole
-(no ``cut_chars``), and the ops read a text containing a literal special token of another family
-(``<|endoftext|>`` for a BPE folder without it) or a NUL byte (BPE) otherwise than the library.
+What the fused entry does not do as the step does (docs/FUSED.md, "Text"): it answers texts over
+``max_text_bytes`` instead of refusing them with a 400 and tokenizes a long text whole (no
+``cut_chars``); the ops read a text only up to a NUL character; on Triton's C++ backend text that
+is not UTF-8 is tokenized as the ops read it (serve-repo refuses it with a 400).
 """
 from __future__ import annotations
 
