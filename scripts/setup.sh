@@ -12,8 +12,23 @@ if [ ! -x .venv/bin/python ]; then
     exit 1
   fi
 fi
-# torch first and pinned: any other spec downloads several GB of CUDA wheels.
-.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,text]"
+# torch and torchvision first, pinned as a matching pair: torchvision's wheels need torch's CUDA
+# build (they do not load beside the CPU build: `operator torchvision::nms does not exist`), which
+# runs on a CPU-only machine and brings ~3 GB of nvidia-* and triton wheels (3.3 GB more installed).
+# This machine's image keeps them on local disk (pip config: extra index /opt/pypi-more/simple);
+# elsewhere pip downloads them from PyPI.
+if ! .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1; then
+  echo "setup: could not install torch 2.14.1 and torchvision 0.29.1 (CUDA build, ~3 GB of wheels): give pip PyPI or a local index holding them (pip config list)" >&2
+  exit 1
+fi
+.venv/bin/python -c 'import torchvision.ops, torch; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)' 2>/dev/null || {
+  echo "setup: torchvision 0.29.1 does not load beside the installed torch ($(.venv/bin/pip show torch 2>/dev/null | sed -n 's/^Version: //p')): it needs torch 2.14.1's CUDA build, not a +cpu one" >&2
+  exit 1
+}
+.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,text,vision]"
+# torch's CUDA build requires triton (the GPU kernel compiler, ~0.9 GB), which nothing here uses on CPU
+# and which segfaults when it loads after tensorflow (triton 3.7/3.8 with tensorflow 2.21: torch.export
+# imports it): remove it, and torch runs without it (pip check names it as missing).
+.venv/bin/pip uninstall -y -q --disable-pip-version-check triton 2>/dev/null || true
 # Tools outside Python: wrk and h2load (load), promtool, npm, schema validators (deployment checks).
 bash deploy/setup-tools.sh
