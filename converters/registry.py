@@ -40,6 +40,9 @@ class Adapter(Protocol):
     def labels(self, model: Any) -> tuple[str, ...] | None:
         """Class names the model itself knows, or None."""
 
+    def row_coverage(self, model: Any, rows: dict[str, np.ndarray]) -> tuple[str, ...]:
+        """What the rows exercised that only the model can tell (unseen categories), for the manifest."""
+
     def feature_names(self, model: Any) -> tuple[str, ...] | None:
         """Names of the columns of a single matrix input, when the model knows them."""
 

@@ -41,6 +41,48 @@ def sample_inputs(signature: Signature, rows: int, rng: np.random.Generator) -> 
     return samples
 
 
+LARGE = 1e6  # a float this far from zero counts as an extreme (table rows put +-1e6 in each column)
+
+
+def extreme_rows(row: dict[str, np.ndarray], limit: int = 16) -> dict[str, np.ndarray] | None:
+    """Copies of a one-row sample with one float column at a time at +-LARGE (one at a time, so that
+    no two extremes cancel in a sum), at most ``limit`` rows; None where no input is float."""
+    rows = []
+    for name, value in row.items():
+        if value.dtype.kind != "f":
+            continue
+        for column in range(int(np.prod(value.shape[1:], dtype=int))):
+            for sign in (1, -1):
+                copy = {key: other.copy() for key, other in row.items()}
+                copy[name].reshape(1, -1)[0, column] = sign * LARGE
+                rows.append(copy)
+    if not rows:
+        return None
+    return {name: np.concatenate([r[name] for r in rows[:limit]]) for name in row}
+
+
+def with_extremes(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Table rows plus their extremes (for models whose columns are features, not pixels or tokens)."""
+    extremes = extreme_rows({name: value[:1] for name, value in samples.items()})
+    if extremes is None:
+        return samples
+    return {name: np.concatenate([value, extremes[name].astype(value.dtype)]) for name, value in samples.items()}
+
+
+def coverage(samples: dict[str, np.ndarray], model_facts: tuple[str, ...] = ()) -> list[str]:
+    """What the verification rows exercised, for the manifest: "batch>1", "NaN", "extremes" read off
+    the rows themselves, then what only the adapter can tell (an unseen category, a repeated word)."""
+    facts = []
+    if samples and min(len(value) for value in samples.values()) > 1:
+        facts.append("batch>1")
+    floats = [np.asarray(value) for value in samples.values() if np.asarray(value).dtype.kind == "f"]
+    if any(np.isnan(value).any() for value in floats):
+        facts.append("NaN")
+    if any((np.abs(np.nan_to_num(value)) >= LARGE).any() for value in floats):
+        facts.append("extremes")
+    return facts + [fact for fact in model_facts if fact not in facts]
+
+
 def check_sample_inputs(samples: dict[str, np.ndarray], signature: Signature, origin: str) -> dict[str, np.ndarray]:
     """Sidecar-given samples must name every input and fit its shape; cast to its dtype."""
     checked = {}

@@ -20,6 +20,10 @@ class AdapterBase:
     def labels(self, model: Any) -> tuple[str, ...] | None:
         return None
 
+    def row_coverage(self, model: Any, rows: dict[str, np.ndarray]) -> tuple[str, ...]:
+        """What verification rows exercised that only the model can tell ("unseen categories")."""
+        return ()
+
     def feature_names(self, model: Any) -> tuple[str, ...] | None:
         """Names of the columns of a single matrix input, when the model knows them."""
         return None

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import is_classifier
 
+from tritonforge import verify
 from tritonforge.errors import BuildError
 from ..formats import fil
 from ..formats.onnx import save_single_file
@@ -119,10 +120,39 @@ class SklearnAdapter(AdapterBase):
             width = spec.shape[1] if len(spec.shape) > 1 and spec.shape[1] > 0 else 1
             if spec.dtype == STRING:
                 known = categories.get(spec.name) or ["a", "b"]
-                samples[spec.name] = rng.choice(np.array(known, dtype=object), (rows, width))
+                samples[spec.name] = rng.choice(np.array(known, dtype=object), (max(rows, 2), width))
             else:
-                samples[spec.name] = rng.standard_normal((rows, width)).astype(spec.dtype)
+                samples[spec.name] = rng.standard_normal((max(rows, 2), width)).astype(spec.dtype)
+        # skl2onnx routes NaN through these trees unlike scikit-learn (known; see the README): no NaN
+        # row, so that they still build; the manifest's rows_cover then does not claim NaN.
+        nan_row = not any(type(est).__name__ in SKLEARN_NAN_TREES for est in _estimators(model))
+        for edge in _edge_rows(samples, categories, nan_row):
+            if self._answers(model, edge, signature):
+                samples = {name: np.concatenate([value, edge[name]]) for name, value in samples.items()}
         return samples
+
+    def _answers(self, model: Any, rows: dict[str, np.ndarray], signature: Signature) -> bool:
+        """Whether the model answers these rows with numbers (it does not raise, nor answer NaN)."""
+        try:
+            answer = self.reference(model, rows, signature)
+        except Exception:
+            return False
+        return all(not (np.asarray(v).dtype.kind == "f" and np.isnan(v).any()) for v in answer.values())
+
+    def row_coverage(self, model: Any, rows: dict[str, np.ndarray]) -> tuple[str, ...]:
+        if takes_text(model):
+            return _text_coverage(_text_vectorizer(model), rows[TEXT_INPUT])
+        categories = _categories(model)
+        unseen = any(str(v) not in set(map(str, categories[name])) for name, value in rows.items() if name in categories
+                     for v in value.ravel())
+        return ("unseen categories",) if unseen else ()
+
+    def mismatch_hint(self, model: Any) -> str:
+        trees = [type(est).__name__ for est in _estimators(model) if type(est).__name__ in SKLEARN_NAN_TREES]
+        if trees:
+            return (f" (skl2onnx does not route NaN through a {trees[0]} as scikit-learn does: impute missing values "
+                    "in the pipeline, SimpleImputer, or use HistGradientBoosting)")
+        return ""
 
     def feature_names(self, model: Any) -> tuple[str, ...] | None:
         names = getattr(model, "feature_names_in_", None)
@@ -144,6 +174,38 @@ def _text_rows(vectorizer: Any, rows: int, rng: np.random.Generator) -> np.ndarr
                " ".join(rng.choice(pick, 200))]
     texts = special + [" ".join(rng.choice(pick, int(rng.integers(1, 8)))) for _ in range(max(rows - len(special), 2))]
     return np.array([[t] for t in texts], dtype=object)
+
+
+# scikit-learn's trees route NaN (to the side learned, or the larger child); skl2onnx 1.20's trees do not.
+SKLEARN_NAN_TREES = ("DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier", "RandomForestRegressor",
+                     "ExtraTreesClassifier", "ExtraTreesRegressor", "IsolationForest")
+UNSEEN_CATEGORY = "tritonforge-unseen"
+
+
+def _edge_rows(samples: dict[str, np.ndarray], categories: dict[str, list], nan_row: bool) -> list[dict[str, np.ndarray]]:
+    """Rows at a table model's edges, each kept only where the model answers it (scikit-learn's own
+    refusal, an encoder's handle_unknown='error', says it is no request to serve): a category no
+    encoder saw at training, NaN in every float column, and each float column at +-1e6 (verify.extreme_rows)."""
+    first = {name: value[:1].copy() for name, value in samples.items()}
+    edges = []
+    if any(name in categories for name in samples):
+        edges.append({name: np.full_like(value, UNSEEN_CATEGORY) if name in categories else value
+                      for name, value in first.items()})
+    floats = [name for name, value in samples.items() if value.dtype.kind == "f"]
+    if floats and nan_row:
+        edges.append({name: np.full_like(value, np.nan) if name in floats else value for name, value in first.items()})
+    extremes = verify.extreme_rows(first)
+    if extremes is not None:
+        edges.append(extremes)
+    return edges
+
+
+def _text_coverage(vectorizer: Any, texts: np.ndarray) -> tuple[str, ...]:
+    known = {w for term in getattr(vectorizer, "vocabulary_", {}) for w in str(term).split()}
+    words = [str(t).split() for t in texts.ravel()]
+    facts = {"repeated words": any(len(w) != len(set(w)) for w in words), "unknown words": any(set(w) - known for w in words),
+             "empty text": any(not w for w in words), "long text": any(len(w) >= 100 for w in words)}
+    return tuple(fact for fact, seen in facts.items() if seen)
 
 
 def sublinear_tf_as_scikit_learn(proto) -> None:

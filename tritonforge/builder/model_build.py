@@ -97,6 +97,7 @@ class ModelBuild:
     verified: Verified | None = None
     version_files: dict[str, str] = field(default_factory=dict)  # sha256 of each file of the version written
     covered: list[str] = field(default_factory=list)
+    rows_cover: list[str] = field(default_factory=list)  # what the verification rows exercised ("NaN", ...), for the manifest
     refuse_nan: tuple[str, ...] = ()  # float inputs the model cannot take NaN in  # the input shapes verification ran, for the manifest
     labels: tuple[str, ...] | None = None  # class names of labels_output, when known
     settings: ServingSettings | None = None

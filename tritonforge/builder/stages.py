@@ -124,9 +124,16 @@ def verify_artifact(build: ModelBuild) -> ModelBuild:
     run_artifact = fmt.runner(build.artifact)
     atol = sidecar.tolerance.atol if sidecar.tolerance.atol is not None else verify.DEFAULT_ATOL
     rtol = sidecar.tolerance.rtol if sidecar.tolerance.rtol is not None else verify.DEFAULT_RTOL
-    errors = verify.compare(signature, expected, run_artifact(samples), atol, rtol)
+    build.rows_cover = verify.coverage(samples, adapter.row_coverage(build.model, samples))
+    try:
+        answers = run_artifact(samples)
+    except Exception as exc:  # rows the source answers (an unseen category, NaN) that the artifact cannot take
+        raise BuildError(f"{source.path.name}: {fmt.name} artifact fails on rows {adapter.framework} answers "
+                         f"({', '.join(build.rows_cover)}): {one_line(exc)}") from None
+    errors = verify.compare(signature, expected, answers, atol, rtol)
     if not all(e.ok for e in errors):
-        raise BuildError(f"{source.path.name}: {fmt.name} artifact does not match {adapter.framework}: "
+        raise BuildError(f"{source.path.name}: {fmt.name} artifact does not match {adapter.framework} "
+                         f"(rows: {', '.join(build.rows_cover)}): "
                          f"{verify.describe_mismatch(errors)}{adapter.mismatch_hint(build.model)}")
     for checker, run in fmt.cross_checks(build.artifact):  # a second reader of the artifact, as its server reads it
         cross = verify.compare(signature, expected, run(samples), atol, rtol)
@@ -166,6 +173,7 @@ def verify_other_sizes(build: ModelBuild) -> ModelBuild:
         raise BuildError(f"{build.source.path.name}: {build.format.name} artifact does not match {build.adapter.framework} "
                          f"at {_shapes(rows)}: {verify.describe_mismatch(errors)}")
     build.covered.append(_shapes(rows))
+    build.rows_cover.append("several sizes")
     return build
 
 
@@ -208,8 +216,18 @@ def _sample_rows(build: ModelBuild) -> dict[str, np.ndarray]:
     if sidecar.samples:
         return verify.check_sample_inputs(read_samples(sidecar.samples).inputs, signature, sidecar.samples.name)
     rng = np.random.default_rng(0)
-    return (build.adapter.sample_inputs(build.model, signature, sidecar.sample_rows, rng)
+    rows = (build.adapter.sample_inputs(build.model, signature, sidecar.sample_rows, rng)
             or verify.sample_inputs(signature, sidecar.sample_rows, rng))
+    # Boosters' columns are features: their rows carry NaN already, and each column's far ends too,
+    # where the booster answers them (a categorical column takes only its codes).
+    if build.adapter.accepts_missing:
+        extended = verify.with_extremes(rows)
+        try:
+            build.adapter.reference(build.model, extended, signature)
+            return extended
+        except Exception:
+            return rows
+    return rows
 
 
 def settle_serving(build: ModelBuild) -> ModelBuild:
@@ -378,7 +396,7 @@ def _record_model(build: ModelBuild, **more) -> None:
     fmt = build.format
     build.manifest.record(build.name, build.version,
                           build.facts(framework=build.adapter.framework, format=fmt.name, platform=fmt.platform or fmt.backend),
-                          build.record(files=build.version_files, verified_shapes=build.covered,
+                          build.record(files=build.version_files, verified_shapes=build.covered, rows_cover=build.rows_cover,
                                        ensemble=[e.name for e in build.entries], **more))
 
 
