@@ -153,15 +153,7 @@ def preprocess(settings: dict):
     else:
         pixels = b.op("Gather", [bgr, b.constant("rgb", np.array([2, 1, 0], np.int64))], "rgb", axis=2)
     planes = b.op("Transpose", [b.op("Cast", [pixels], to=TensorProto.DOUBLE)], "chw", perm=[2, 0, 1])  # [c, h, w]
-    shape = b.op("Shape", [planes])
-    in_h = b.op("Gather", [shape, b.constant("h_index", np.array(1, np.int64))], "in_h")
-    in_w = b.op("Gather", [shape, b.constant("w_index", np.array(2, np.int64))], "in_w")
-    # Pillow resamples horizontally first, rounding to 8 bits, then vertically.
-    # No Transpose next to these double MatMuls: ONNX Runtime 1.19 (Triton 24.10) fuses one into a
-    # FusedMatMul that has no double kernel and refuses the model at load.
-    across = _rounded(b, b.op("MatMul", [planes, _coefficients(b, in_w, settings["width"], "w", pixels_last=False)]))
-    down = _coefficients(b, in_h, settings["height"], "h", pixels_last=True)  # [height, h]
-    resized = _rounded(b, b.op("MatMul", [down, across]))  # [c, height, width]
+    resized = _resize_unless_at_size(b, planes, settings["height"], settings["width"])  # [c, height, width]
     values = b.op("Cast", [resized], to=TensorProto.FLOAT)
     channels = settings["channels"]
     values = b.op("Mul", [values, b.constant("scale", np.array(settings["scale"], np.float32))])
@@ -174,6 +166,35 @@ def preprocess(settings: dict):
         values = b.op("Cast", [values], to=dtype)
     b.op("Unsqueeze", [values, b.constant("batch_axis", np.array([0], np.int64))], output=settings["output"])
     return b.nodes, b.constants
+
+
+def _resize_unless_at_size(b: _Builder, planes: str, height: int, width: int) -> str:
+    """``planes`` [c, h, w] as they are when h, w is the model's size (the step does not resize
+    then, and the resample's ~40 small ops were most of the graph's time), else resampled."""
+    from onnx import TensorProto, helper
+
+    shape = b.op("Shape", [planes])
+    size = b.op("Slice", [shape, b.constant("hw_start", np.array([1], np.int64)), b.constant("hw_end", np.array([3], np.int64))])
+    equal = b.op("Equal", [size, b.constant("model_size", np.array([height, width], np.int64))])
+    at_size = b.op("Cast", [b.op("ReduceMin", [b.op("Cast", [equal], to=TensorProto.INT32)], keepdims=0)], "at_size",
+                   to=TensorProto.BOOL)
+    inner = _Builder()
+    inner.count = b.count  # names stay unique across both graphs
+    in_h = inner.op("Gather", [shape, inner.constant("h_index", np.array(1, np.int64))], "in_h")
+    in_w = inner.op("Gather", [shape, inner.constant("w_index", np.array(2, np.int64))], "in_w")
+    # No Transpose next to these double MatMuls: ONNX Runtime 1.19 (Triton 24.10) fuses one into a
+    # FusedMatMul that has no double kernel and refuses the model at load.
+    across = _rounded(inner, inner.op("MatMul", [planes, _coefficients(inner, in_w, width, "w", pixels_last=False)]))
+    down = _coefficients(inner, in_h, height, "h", pixels_last=True)  # [height, h]
+    resampled = _rounded(inner, inner.op("MatMul", [down, across]))  # [c, height, width]
+    b.count = inner.count
+    b.constants.extend(inner.constants)  # initializers of the main graph are seen inside the branch
+    out = PREFIX + "at_model_size"
+    result = helper.make_tensor_value_info(out, TensorProto.DOUBLE, None)
+    keep = helper.make_graph([helper.make_node("Identity", [planes], [out], name=out)], "keep", [], [result])
+    resample = helper.make_graph(inner.nodes + [helper.make_node("Identity", [resampled], [out], name=out)], "resample",
+                                 [], [result])
+    return b.op("If", [at_size], "resized", then_branch=keep, else_branch=resample)
 
 
 def _decode_png_only(b: _Builder) -> str:
