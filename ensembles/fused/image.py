@@ -29,6 +29,14 @@ step's (exactly for a PNG at the model's size, as the verification images are):
   one level, but off on more pixels;
 - ``(pixel * scale - mean) / std`` in float32, in the model's layout and dtype.
 
+Cost (``benchmarks/fused.py --pipeline "image (digits_cnn)" --rounds 2 --seconds 2``, 2 cores, wrk/h2load,
+32 connections, 2026-12-05): the fused entry answered 2,828 (HTTP) / 2,464 (gRPC) req/s on
+serve-repo against the bare model's 10,710 / 8,648 (0.25x / 0.28x; the Python-step ensemble 0.53x /
+0.55x), and 5,874 / 4,046 on Triton's C++ backend against 13,868 / 8,758 (0.55x / 0.51x; the
+ensemble 0.58x / 0.71x): issue 30's goals (0.7x, 0.8x) are missed. One image a request means no
+dynamic batching, where the bare model and the ensemble's model batch 32 connections' requests;
+in-process the graph takes 113 us a call (DecodeImage about 40, the bare model 26).
+
 Not in the graph: the step's bounds (32 MB, 4096x4096 pixels) and its 400 for an undecodable image:
 the graph's refusal is ONNX Runtime's error (500 on Triton's C++ backend, and on serve-repo).
 """
