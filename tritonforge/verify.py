@@ -69,6 +69,15 @@ def with_extremes(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([value, extremes[name].astype(value.dtype)]) for name, value in samples.items()}
 
 
+def without_nan(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows with no NaN in any float input (a step that refuses a missing field is not asked them)."""
+    keep = np.ones(len(next(iter(samples.values()))), bool)
+    for value in samples.values():
+        if value.dtype.kind == "f":
+            keep &= ~np.isnan(value.reshape(len(value), -1)).any(axis=1)
+    return {name: value[keep] for name, value in samples.items()}
+
+
 def coverage(samples: dict[str, np.ndarray], model_facts: tuple[str, ...] = ()) -> list[str]:
     """What the verification rows exercised, for the manifest: "batch>1", "NaN", "extremes" read off
     the rows themselves, then what only the adapter can tell (an unseen category, a repeated word)."""

@@ -318,8 +318,10 @@ def plan_ensembles(build: ModelBuild) -> ModelBuild:
     facts = ModelFacts(build.signature, adapter.feature_names(build.model), adapter.accepts_missing, build.labels,
                        build.labels_output, are_probabilities(checked.expected.get(build.labels_output)),
                        build.source.path.parent, build.source.path)
+    # NaN arrives at a tabular step as a missing field, which it refuses unless the model takes NaN.
+    samples = checked.samples if adapter.accepts_missing else verify.without_nan(checked.samples)
     build.entries, build.ensemble_errors = ensembles.plan(
-        build.name, build.source.path.name, sidecar, facts, build.config, checked.samples, checked.run_artifact,
+        build.name, build.source.path.name, sidecar, facts, build.config, samples, checked.run_artifact,
         lambda inputs: adapter.reference(build.model, inputs, build.signature), checked.atol, checked.rtol)
     for entry in build.entries:
         build.manifest.refuse_foreign(entry.name)
