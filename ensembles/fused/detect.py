@@ -79,10 +79,25 @@ def _letterbox(g: Graph, settings: dict, output: str) -> tuple[str, str, str]:
     one = g.const(1.0)
     unpad_h = g.op("Max", g.op("Round", g.op("Mul", height, ratio)), one)
     unpad_w = g.op("Max", g.op("Round", g.op("Mul", width, ratio)), one)
+    # OpenCV INTER_LINEAR's fixed-point arithmetic, bit for bit. ONNX Resize (linear, half_pixel) on float
+    # was tried: 3.8e-3 off the Python steps' scores on the 7x5 test image, for ~0.5 ms an image saved.
+    resized = _exact_resize(g, height, width, height_i, width_i, unpad_h, unpad_w)
+    pads = _pads(g, new_h, new_w, unpad_h, unpad_w)
+    padded = g.op("Pad", resized, pads, g.const(float(settings["pad"]), np.float32), mode="constant")
+    scaled = g.op("Div", padded, g.const(255.0, np.float32))
+    chw = g.op("Transpose", scaled, perm=[2, 0, 1])
+    g.op("Unsqueeze", chw, g.const([0], np.int64), name=output)
+    return output, height, width
+
+
+def _exact_resize(g: Graph, height: str, width: str, height_i: str, width_i: str, unpad_h: str, unpad_w: str) -> str:
     pixels = g.op("Cast", IMAGE, to=TensorProto.INT32)
     x0, x1, a0, a1 = _taps(g, width, width_i, unpad_w, clamp_weights=True)
     y0, y1, b0, b1 = _taps(g, height, height_i, unpad_h, clamp_weights=False)
-    row = lambda taps: g.op("Reshape", taps, g.const([1, -1, 1], np.int64))  # noqa: E731  (weights along the width)
+    # Weights along the width, repeated over the 3 channels: ORT runs a Mul broadcast over a last axis of 3
+    # three values at a time and one over the first axis in contiguous rows (the horizontal pass: 1.6 -> 0.1 ms).
+    row = lambda taps: g.op("Expand", g.op("Reshape", taps, g.const([1, -1, 1], np.int64)),  # noqa: E731
+                            g.const([1, 1, 3], np.int64))
     column = lambda taps: g.op("Reshape", taps, g.const([-1, 1, 1], np.int64))  # noqa: E731
     across = g.op("Add", g.op("Mul", g.op("Gather", pixels, x0, axis=1), row(a0)),
                   g.op("Mul", g.op("Gather", pixels, x1, axis=1), row(a1)))
@@ -90,13 +105,7 @@ def _letterbox(g: Graph, settings: dict, output: str) -> tuple[str, str, str]:
     top_part = g.op("Div", g.op("Mul", g.op("Div", g.op("Gather", across, y0, axis=0), sixteen), column(b0)), wide)
     bottom_part = g.op("Div", g.op("Mul", g.op("Div", g.op("Gather", across, y1, axis=0), sixteen), column(b1)), wide)
     resized = g.op("Div", g.op("Add", g.op("Add", top_part, bottom_part), g.const(2, np.int32)), g.const(4, np.int32))
-    resized = g.op("Cast", g.op("Clip", resized, g.const(0, np.int32), g.const(255, np.int32)), to=TensorProto.FLOAT)
-    pads = _pads(g, new_h, new_w, unpad_h, unpad_w)
-    padded = g.op("Pad", resized, pads, g.const(float(settings["pad"]), np.float32), mode="constant")
-    scaled = g.op("Div", padded, g.const(255.0, np.float32))
-    chw = g.op("Transpose", scaled, perm=[2, 0, 1])
-    g.op("Unsqueeze", chw, g.const([0], np.int64), name=output)
-    return output, height, width
+    return g.op("Cast", g.op("Clip", resized, g.const(0, np.int32), g.const(255, np.int32)), to=TensorProto.FLOAT)
 
 
 def _taps(g: Graph, size: str, size_i: str, out: str, clamp_weights: bool):
