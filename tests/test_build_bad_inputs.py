@@ -105,7 +105,7 @@ BAD_INPUTS = [
     ("XGBoost with categorical features", lambda f, e: _categorical_booster(f), "categorical",
      "categorical.json: the booster uses categorical features (enable_categorical), which onnxmltools cannot convert"),
     ("TorchScript trace that fixed a shape", lambda f, e: _lstm_program(f), "lstm",
-     "lstm.pt2: model.pt: the TorchScript archive crashed"),
+     "model.pt: the TorchScript archive crashed"),
     ("multi-target regressor that converts to wrong numbers", lambda f, e: _two_targets(f, "one_output_per_tree"), "two_targets",
      "(max abs; allowed atol 0.0001 + rtol 0.001) (onnxmltools is known to give wrong numbers for multi-target XGBoost regressors)"),
     ("multi-output trees", lambda f, e: _two_targets(f, "multi_output_tree"), "two_targets",
